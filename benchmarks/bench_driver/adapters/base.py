@@ -1,0 +1,108 @@
+"""The small interface every workload is written against.
+
+Why an interface: workloads must read the same for every system so that the
+timed loops are identical; only opening, committing and the container types
+differ between the Durus API and ZODB.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+
+class Session:
+    """An open database: a connection, its root mapping and its storage."""
+
+    root: Any
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """End the transaction without changes (this is where caches shrink)."""
+        raise NotImplementedError
+
+    def get(self, oid: int) -> Any:
+        """The object with integer ``oid``, its state loaded."""
+        raise NotImplementedError
+
+    def pack(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Adapter:
+    """How one system opens files, servers and containers."""
+
+    system: str
+
+    def require(self, *features: str) -> None:
+        """Import what ``features`` need or raise ``Unavailable``.
+
+        Features: ``file`` (FileStorage, Connection, BTree, Persistent),
+        ``client`` (ClientStorage) and ``server`` (the storage server).
+        """
+        raise NotImplementedError
+
+    def open_file(
+        self,
+        path: str,
+        *,
+        readonly: bool = False,
+        cache_size: int = 100_000,
+        fsync: bool | None = None,
+    ) -> Session:
+        """Open (creating if needed) a file database; ``fsync=None`` is the default."""
+        raise NotImplementedError
+
+    def open_storage(self, path: str) -> Any:
+        """Open the storage alone, read-only; the result has ``close()``."""
+        raise NotImplementedError
+
+    def connect(self, port: int, *, cache_size: int = 100_000) -> Session:
+        """Open a connection through the server on loopback ``port``."""
+        raise NotImplementedError
+
+    def serve(self, path: str, port: int, *, fsync: bool | None) -> None:
+        """Serve ``path`` on loopback ``port`` until killed."""
+        raise NotImplementedError
+
+    def durability(self, fsync: bool | None) -> str:
+        """Say in words whether commits reach the disk in this mode."""
+        raise NotImplementedError
+
+    def new_tree(self) -> Any:
+        """An empty BTree keyed by int."""
+        raise NotImplementedError
+
+    def new_item(self, i: int) -> Any:
+        raise NotImplementedError
+
+    def tree_values(self, tree: Any) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def oid_of(self, obj: Any) -> int:
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        """Installed versions of the distributions that make up the system."""
+        raise NotImplementedError
+
+    def db_files(self, path: str) -> list[str]:
+        """The files that make up the database at ``path`` (data and index)."""
+        return [path]
+
+    def db_size(self, path: str) -> int:
+        """Bytes on disk of the database at ``path``, index files included."""
+        return sum(os.path.getsize(p) for p in self.db_files(path) if os.path.exists(p))
+
+    def copy_db(self, source: str, target: str) -> None:
+        """Copy a closed database so a workload may change it."""
+        for src in self.db_files(source):
+            if os.path.exists(src):
+                shutil.copyfile(src, target + src[len(source):])

@@ -1,0 +1,537 @@
+"""Connection: one transactional view of a storage, with its object cache.
+
+A connection hands out persistent objects (loading ghosts on first use),
+records which objects the current transaction read and changed, and turns
+``commit()`` / ``abort()`` into storage calls.  Other writers' commits reach it
+as invalidations from ``storage.sync()``: objects this transaction did not
+read become ghosts; objects it did read make the commit (or the load) fail
+with a ``ConflictError``, after which the application calls ``abort()``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any
+from durus.error import (
+    DurusError,
+    DurusKeyError,
+    ReadConflictError,
+    WriteConflictError,
+)
+from durus.persistent import (
+    GHOST,
+    ConnectionBase,
+    PersistentBase,
+    _cool,
+    _heat,
+    _setattribute,
+    real_class,
+)
+from durus.persistent_dict import PersistentDict
+from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
+from durus.storage import Storage
+from durus.utils import as_bytes, int8_to_str
+
+__all__ = [
+    "ROOT_OID",
+    "Cache",
+    "Connection",
+    "ObjectDictionary",
+    "ReferenceContainer",
+    "gen_every_instance",
+    "touch_every_reference",
+]
+
+logger = logging.getLogger("durus.connection")
+
+ROOT_OID = b"\0" * 8
+
+_serial_of = PersistentBase.__dict__["_p_serial"].__get__
+_status_of = PersistentBase.__dict__["_p_status"].__get__
+_oid_of = PersistentBase.__dict__["_p_oid"].__get__
+
+
+def _as_oid(oid: bytes | int) -> bytes:
+    if isinstance(oid, int):
+        return int8_to_str(oid)
+    return oid
+
+
+class ObjectDictionary:
+    """oid -> object, holding objects weakly; freed entries are purged lazily."""
+
+    def __init__(self) -> None:
+        self.mapping: dict[bytes, weakref.KeyedRef] = {}
+        self.dead: set[bytes] = set()
+
+        def callback(ref: weakref.KeyedRef, dead: set[bytes] = self.dead) -> None:
+            dead.add(ref.key)
+
+        self.callback = callback
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        ref = self.mapping.get(key)
+        if ref is None:
+            return default
+        obj = ref()
+        if obj is None:
+            return default
+        return obj
+
+    def __setitem__(self, key: bytes, value: Any) -> None:
+        self.mapping[key] = weakref.KeyedRef(value, self.callback, key)
+        self.dead.discard(key)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.dead.add(key)
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self) -> int:
+        return len(self.mapping) - len(self.dead)
+
+    def clear_dead(self) -> None:
+        mapping = self.mapping
+        for key in self.dead:
+            ref = mapping.get(key)
+            if ref is not None and ref() is None:
+                del mapping[key]
+            elif ref is not None:
+                # Explicitly deleted while still alive.
+                del mapping[key]
+        self.dead.clear()
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.clear_dead()
+        return iter(list(self.mapping))
+
+
+class ReferenceContainer:
+    """Strong references, by identity, in the order objects were (re)added."""
+
+    def __init__(self) -> None:
+        self.map: dict[int, Any] = {}
+
+    def add(self, x: Any) -> None:
+        self.map[id(x)] = x
+
+    def discard(self, x: Any) -> None:
+        self.map.pop(id(x), None)
+
+    def __len__(self) -> int:
+        return len(self.map)
+
+    def __contains__(self, x: Any) -> bool:
+        return id(x) in self.map
+
+
+class Cache:
+    """The objects of one connection: all weakly, recently accessed ones strongly.
+
+    Accessed objects stay strongly referenced until a shrink considers them,
+    so a conflict on an object read in this transaction is always detected
+    even if the application dropped it.  Shrinking ghosts the least recently
+    accessed objects until at most ``size`` objects remain alive.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.objects = ObjectDictionary()
+        self.recent_objects = ReferenceContainer()
+        self.finger = 0
+        self.size = 0
+        self.set_size(size)
+
+    def get_size(self) -> int:
+        return self.size
+
+    def set_size(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError(f"cache size must be positive, not {size!r}")
+        self.size = size
+
+    def get_count(self) -> int:
+        return len(self.objects)
+
+    def get(self, oid: bytes) -> Any:
+        return self.objects.get(oid)
+
+    def __setitem__(self, oid: bytes, obj: Any) -> None:
+        self.objects[oid] = obj
+
+    def __delitem__(self, oid: bytes) -> None:
+        obj = self.objects.get(oid)
+        if obj is not None and _oid_of(obj) is not None:
+            raise ValueError("only objects whose oid was reset may be removed from the cache")
+        del self.objects[oid]
+
+    def __iter__(self) -> Iterator[Any]:
+        for oid in self.objects:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                yield obj
+
+    def get_instance(self, oid: bytes, klass: type, connection: Any) -> Any:
+        """The cached object of ``oid`` if its class is ``klass``, else a new ghost."""
+        obj = self.objects.get(oid)
+        if obj is not None and real_class(obj) is klass:
+            return obj
+        obj = klass.__new__(klass)
+        _setattribute(obj, "_p_oid", oid)
+        _setattribute(obj, "_p_connection", connection)
+        _setattribute(obj, "_p_status", GHOST)
+        self.objects[oid] = obj
+        return obj
+
+    def _build_heap(self, serial: int) -> list[tuple[int, bytes]]:
+        """``(serial, oid)`` candidates not accessed at ``serial``, oldest first."""
+        objects = self.objects
+        keys = list(objects)
+        count = len(keys)
+        if count == 0:
+            return []
+        wanted = 2 * max(count - self.size, 0)
+        heap: list[tuple[int, bytes]] = []
+        start = self.finger % count
+        visited = 0
+        for index in range(count):
+            oid = keys[(start + index) % count]
+            visited += 1
+            obj = objects.get(oid)
+            if obj is None:
+                continue
+            obj_serial = _serial_of(obj)
+            if obj_serial == serial:
+                continue
+            heap.append((obj_serial, oid))
+            if len(heap) >= wanted:
+                break
+        self.finger = (start + visited) % count
+        heapq.heapify(heap)
+        return heap
+
+    def shrink(self, connection: Any) -> None:
+        """Ghost the least recently accessed objects while over ``size``."""
+        objects = self.objects
+        if len(objects) <= self.size:
+            return
+        serial = connection.transaction_serial
+        recent = self.recent_objects.map
+        heap = self._build_heap(serial)
+        while heap and len(objects) > self.size:
+            _serial, oid = heapq.heappop(heap)
+            obj = objects.get(oid)
+            if obj is None:
+                continue
+            if _status_of(obj) == 0:  # SAVED
+                obj._p_set_status_ghost()
+            recent.pop(id(obj), None)
+        logger.debug("cache shrunk to %d objects (target %d)", len(objects), self.size)
+
+
+class Connection(ConnectionBase):
+    """A transactional view of one storage; ``Connection("file")`` opens a FileStorage."""
+
+    def __init__(
+        self,
+        storage: Storage | str,
+        cache_size: int = 100000,
+        root_class: type | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(storage, str):
+            storage = _open_file_storage(storage)
+        if not isinstance(storage, Storage):
+            raise TypeError(f"Connection needs a Storage, not {type(storage).__name__}")
+        self.storage = storage
+        self.reader = ObjectReader(self)
+        self.changed: dict[bytes, Any] = {}
+        self.invalid_oids: set[bytes] = set()
+        self.new_oid = storage.new_oid
+        self.cache = Cache(cache_size)
+        self._hot: list[Any] = []
+        self.root = self.get(ROOT_OID)
+        if self.root is None:
+            self.root = self._create_root(root_class or PersistentDict)
+        if root_class is not None and real_class(self.root) is not root_class:
+            raise TypeError(
+                f"the root is a {real_class(self.root).__name__}, not a {root_class.__name__}"
+            )
+
+    def _create_root(self, root_class: type) -> Any:
+        oid = self.new_oid()
+        if oid != ROOT_OID:
+            # Another process allocated oid 0 first: it is creating the root.
+            self._sync()
+            root = self.get(ROOT_OID)
+            if root is not None:
+                return root
+            raise DurusError(
+                "the database has no root yet and another client is creating it; retry"
+            )
+        root = self.cache.get_instance(oid, root_class, self)
+        root._p_set_status_saved()
+        root.__init__()
+        root._p_note_change()
+        self.root = root
+        self.commit()
+        return root
+
+    # -- accessors -------------------------------------------------------------
+
+    def get_storage(self) -> Storage:
+        return self.storage
+
+    def get_cache(self) -> Cache:
+        return self.cache
+
+    def get_root(self) -> Any:
+        return self.root
+
+    def get_cache_count(self) -> int:
+        return self.cache.get_count()
+
+    def get_cache_size(self) -> int:
+        return self.cache.get_size()
+
+    def set_cache_size(self, size: int) -> None:
+        self.cache.set_size(size)
+
+    def get_transaction_serial(self) -> int:
+        return self.transaction_serial
+
+    def get_load_count(self) -> int:
+        return self.reader.get_load_count()
+
+    # -- loading ---------------------------------------------------------------
+
+    def get(self, oid: bytes | int) -> Any:
+        """The object of ``oid`` (cached, maybe a ghost), or None if there is none."""
+        oid = _as_oid(oid)
+        obj = self.cache.get(oid)
+        if obj is not None:
+            return obj
+        try:
+            data = self.get_stored_pickle(oid)
+        except KeyError:
+            return None
+        klass = self.reader.get_class(data)
+        obj = self.cache.get_instance(oid, klass, self)
+        state = self.reader.get_state(data)
+        obj.__setstate__(state)
+        obj._p_set_status_saved()
+        return obj
+
+    __getitem__ = get
+
+    def get_stored_pickle(self, oid: bytes) -> bytes:
+        """The data field of ``oid``'s record, syncing once on a read conflict."""
+        if oid in self.invalid_oids:
+            raise ReadConflictError([oid])
+        try:
+            record = self.storage.load(oid)
+        except ReadConflictError:
+            self._handle_invalidations(self.storage.sync(), read_oid=oid)
+            record = self.storage.load(oid)
+        record_oid, data, _refs = unpack_record(record)
+        if record_oid != oid:
+            raise DurusError(f"storage returned the record of oid {record_oid!r} for {oid!r}")
+        return data
+
+    def load_state(self, obj: Any) -> None:
+        """Fill the ghost ``obj`` with its stored state."""
+        oid = obj._p_oid
+        if self.storage is None:
+            raise DurusError("this connection has no storage")
+        try:
+            data = self.get_stored_pickle(oid)
+        except DurusKeyError:
+            # The object was removed (packed away) after this ghost was made.
+            raise ReadConflictError([oid]) from None
+        state = self.reader.get_state(data)
+        obj.__setstate__(state)
+        obj._p_set_status_saved()
+
+    def get_crawler(self, start_oid: bytes = ROOT_OID, batch_size: int = 100) -> Iterator[Any]:
+        """Every object reachable from ``start_oid``, loaded, in storage order."""
+        for oid, record in self.storage.gen_oid_record(start_oid=start_oid, batch_size=batch_size):
+            obj = self.cache.get(oid)
+            if obj is not None and not obj._p_is_ghost():
+                yield obj
+                continue
+            data = unpack_record(record)[1]
+            if obj is None:
+                obj = self.cache.get_instance(oid, self.reader.get_class(data), self)
+            obj.__setstate__(self.reader.get_state(data))
+            obj._p_set_status_saved()
+            yield obj
+
+    # -- hooks called by persistent objects -------------------------------------
+
+    def note_access(self, obj: Any) -> None:
+        serial = self.transaction_serial
+        if _serial_of(obj) != serial:
+            _setattribute(obj, "_p_serial", serial)
+            recent = self.cache.recent_objects.map
+            key = id(obj)
+            # Re-insert so that the map stays ordered by last access.
+            recent.pop(key, None)
+            recent[key] = obj
+        if _heat(obj):
+            self._hot.append(obj)
+
+    def note_change(self, obj: Any) -> None:
+        self.changed[obj._p_oid] = obj
+
+    # -- transactions ------------------------------------------------------------
+
+    def _end_transaction(self) -> None:
+        hot = self._hot
+        if hot:
+            for obj in hot:
+                _cool(obj)
+            del hot[:]
+        self.shrink_cache()
+        self.transaction_serial += 1
+
+    def shrink_cache(self) -> None:
+        self.cache.shrink(self)
+
+    def commit(self) -> None:
+        """Store every changed object (and new objects they reach) atomically."""
+        if self.changed:
+            self._commit()
+        else:
+            self._sync()
+        self._end_transaction()
+
+    def _commit(self) -> None:
+        if self.invalid_oids:
+            raise WriteConflictError(sorted(self.invalid_oids))
+        storage = self.storage
+        storage.begin()
+        new_objects: dict[bytes, Any] = {}
+        stored: list[Any] = []
+        writer = ObjectWriter(self)
+        try:
+            for changed_object in list(self.changed.values()):
+                for obj in writer.gen_new_objects(changed_object):
+                    oid = obj._p_oid
+                    if oid in new_objects:
+                        continue
+                    if oid not in self.changed:
+                        new_objects[oid] = obj
+                        self.cache[oid] = obj
+                    data, refs = writer.get_state(obj)
+                    storage.store(oid, pack_record(oid, data, refs))
+                    stored.append(obj)
+            for obj in stored:
+                obj._p_set_status_saved()
+            storage.end(self._handle_invalidations)
+        except BaseException:
+            self._undo_failed_commit(new_objects, writer)
+            raise
+        finally:
+            writer.close()
+        self.changed.clear()
+
+    def _undo_failed_commit(self, new_objects: dict[bytes, Any], writer: ObjectWriter) -> None:
+        """Leave things as before the commit: changes pending, new objects unattached."""
+        # Objects given an oid by the writer but not yet stored are new too.
+        for obj in writer.assigned:
+            oid = obj._p_oid
+            if oid is not None and oid not in self.changed:
+                new_objects.setdefault(oid, obj)
+        for oid, obj in new_objects.items():
+            obj._p_oid = None
+            obj._p_connection = None
+            obj._p_set_status_unsaved()
+            self.cache.objects.mapping.pop(oid, None)
+        for obj in self.changed.values():
+            obj._p_set_status_unsaved()
+
+    def abort(self) -> None:
+        """Discard this transaction's changes and catch up with other writers."""
+        for obj in self.changed.values():
+            obj._p_set_status_ghost()
+        self.changed.clear()
+        self._sync()
+        self._end_transaction()
+
+    def _sync(self) -> None:
+        invalid = self.invalid_oids
+        invalid.update(self.storage.sync())
+        for oid in invalid:
+            obj = self.cache.get(oid)
+            if obj is not None:
+                obj._p_set_status_ghost()
+        invalid.clear()
+
+    def _handle_invalidations(self, oids: Iterable[bytes], read_oid: bytes | None = None) -> None:
+        """Ghost invalidated objects; conflicts for those this transaction used."""
+        conflicts = []
+        serial = self.transaction_serial
+        for oid in oids:
+            obj = self.cache.get(oid)
+            if obj is None:
+                continue
+            if _serial_of(obj) == serial or oid in self.changed:
+                conflicts.append(oid)
+                self.invalid_oids.add(oid)
+            elif _status_of(obj) != GHOST:
+                obj._p_set_status_ghost()
+        if conflicts:
+            if read_oid is None:
+                raise WriteConflictError(conflicts)
+            raise ReadConflictError([read_oid])
+
+    def pack(self) -> None:
+        """Abort, then remove unreachable objects from the storage."""
+        self.abort()
+        self.storage.pack()
+
+
+def _open_file_storage(filename: str) -> Storage:
+    try:
+        from durus.file_storage import FileStorage  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise DurusError(
+            f"Connection({filename!r}) needs FileStorage: install durus-filestorage"
+        ) from None
+    return FileStorage(filename)  # type: ignore[no-any-return]
+
+
+def _record_mentions(reader: ObjectReader, data: bytes, words: list[bytes]) -> bool:
+    if any(word in data for word in words):
+        return True
+    state_pickle = reader.get_state_pickle(data)
+    return any(word in state_pickle for word in words)
+
+
+def touch_every_reference(connection: Connection, *words: str | bytes) -> None:
+    """Mark changed every object whose record mentions one of ``words``.
+
+    References embed the referred object's class, so after renaming a class
+    every record that refers to its instances must be rewritten: call this
+    with the old name, then commit.
+    """
+    needles = [as_bytes(word) for word in words]
+    for oid, record in connection.get_storage().gen_oid_record():
+        data = unpack_record(record)[1]
+        if _record_mentions(connection.reader, data, needles):  # type: ignore[arg-type]
+            obj = connection.get(oid)
+            if obj is not None:
+                obj._p_note_change()
+
+
+def gen_every_instance(connection: Connection, *classes: type) -> Iterator[Any]:
+    """Every stored object that is an instance of one of ``classes``."""
+    reader = connection.reader
+    for oid, record in connection.get_storage().gen_oid_record():
+        klass = reader.get_class(unpack_record(record)[1])
+        if isinstance(klass, type) and issubclass(klass, classes):
+            yield connection.get(oid)
+

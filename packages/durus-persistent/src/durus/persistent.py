@@ -1,0 +1,420 @@
+"""Persistent base classes: state loading, access and change tracking.
+
+Reading an attribute of a loaded object is the hottest path of every Durus
+application, yet Durus must notice the *first* access of each object in a
+transaction (its conflict rules depend on it) and load ghosts on demand.
+
+Instead of a Python-level ``__getattribute__`` on every read, each persistent
+class gets three internal "variants" (subclasses adding no slots):
+
+========== ============================ =========================
+variant    reads                        writes
+========== ============================ =========================
+cold       tracked (load, note access)  tracked (note change)
+hot-clean  plain ``object`` machinery   tracked (note change)
+hot-dirty  plain                        plain
+cold-dirty tracked                      plain
+========== ============================ =========================
+
+"cold" is the application's own class.  The first tracked read in a
+transaction records the access and switches the object's ``__class__`` to a
+hot variant; the connection switches every such object back to its own class
+when the transaction ends (commit or abort).  After the first touch, reads and
+writes cost what they cost on a plain Python object.  Variants report the
+application's class through ``__class__``, build instances of it when called,
+and the serializer always records the application's class, so the variants
+never reach a database file.  Only ``type(obj)`` reveals them.
+
+A class that defines its own ``__getattribute__``, ``__setattr__`` or
+``__delattr__`` keeps full tracking on every access (no variants).
+"""
+
+from __future__ import annotations
+
+import copyreg
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = [
+    "GHOST",
+    "SAVED",
+    "UNSAVED",
+    "ComputedAttribute",
+    "ConnectionBase",
+    "Persistent",
+    "PersistentBase",
+    "PersistentObject",
+    "call_if_persistent",
+]
+
+UNSAVED = 1
+SAVED = 0
+GHOST = -1
+
+_getattribute = object.__getattribute__
+_setattribute = object.__setattr__
+_delattribute = object.__delattr__
+_set_class = object.__dict__["__class__"].__set__
+
+
+def _hasattribute(obj: object, name: str) -> bool:
+    """Whether ``obj`` has ``name``, without loading or tracking."""
+    try:
+        _getattribute(obj, name)
+    except AttributeError:
+        return False
+    return True
+
+
+# Names whose access never loads a ghost nor counts as an access.
+_UNTRACKED = frozenset(("__repr__", "__class__", "__setstate__"))
+
+
+class ConnectionBase:
+    """What persistent objects need from a connection: the transaction serial."""
+
+    transaction_serial = 1
+
+    def __init__(self) -> None:
+        self.transaction_serial = 1
+
+
+class PersistentBase:
+    """The four per-object fields Durus keeps outside an object's state."""
+
+    __slots__ = ("_p_connection", "_p_oid", "_p_serial", "_p_status")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = object.__new__(cls)
+        _setattribute(self, "_p_status", UNSAVED)
+        _setattribute(self, "_p_serial", 0)
+        _setattribute(self, "_p_connection", None)
+        _setattribute(self, "_p_oid", None)
+        return self
+
+
+_status_of = PersistentBase.__dict__["_p_status"].__get__
+_connection_of = PersistentBase.__dict__["_p_connection"].__get__
+
+
+# -- variants -----------------------------------------------------------------
+
+# Every class of a family (the application's class and its variants) maps to
+# the family tuple (cold, hot_clean, hot_dirty, cold_dirty), or to None for a
+# class that cannot switch.
+_COLD, _HOT_CLEAN, _HOT_DIRTY, _COLD_DIRTY = range(4)
+_families: dict[type, tuple[type, type, type, type] | None] = {}
+_variant_metas: dict[type, type] = {}
+
+
+def _variant_meta(meta: type) -> type:
+    """A metaclass whose classes, when called, build the application's class."""
+    variant_meta = _variant_metas.get(meta)
+    if variant_meta is None:
+
+        def __call__(cls: Any, *args: Any, **kwargs: Any) -> Any:
+            return cls._p_real_class(*args, **kwargs)
+
+        variant_meta = type(meta)(  # type: ignore[call-overload]
+            f"Variant{meta.__name__}", (meta,), {"__call__": __call__}
+        )
+        _variant_metas[meta] = variant_meta
+    return variant_meta
+
+
+def _can_switch(cls: type) -> bool:
+    for klass in cls.__mro__:
+        if klass is PersistentObject:
+            return True
+        own = klass.__dict__
+        if "__getattribute__" in own or "__setattr__" in own or "__delattr__" in own:
+            return False
+    return False
+
+
+def _make_family(cls: type) -> tuple[type, type, type, type] | None:
+    if not _can_switch(cls):
+        _families[cls] = None
+        return None
+    meta = _variant_meta(type(cls))
+
+    def variant(tracked_reads: bool, tracked_writes: bool) -> type:
+        namespace: dict[str, Any] = {
+            "__slots__": (),
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__,
+            "__class__": property(lambda self: cls, _set_class),
+            "_p_real_class": cls,
+        }
+        if not tracked_reads:
+            namespace["__getattribute__"] = object.__getattribute__
+        if not tracked_writes:
+            namespace["__setattr__"] = object.__setattr__
+            namespace["__delattr__"] = object.__delattr__
+        return meta(cls.__name__, (cls,), namespace)  # type: ignore[no-any-return]
+
+    family = (cls, variant(False, True), variant(False, False), variant(True, False))
+    for klass in family:
+        _families[klass] = family
+    return family
+
+
+def _family(obj: object) -> tuple[type, type, type, type] | None:
+    cls = type(obj)
+    try:
+        return _families[cls]
+    except KeyError:
+        return _make_family(cls)
+
+
+def real_class(obj: object) -> type:
+    """The application's class of ``obj``, whatever variant it runs as."""
+    cls = type(obj)
+    family = _families.get(cls)
+    if family is None:
+        return cls
+    return family[_COLD]
+
+
+def _heat(obj: PersistentObject) -> bool:
+    """Switch ``obj`` to its hot variant; False when its class cannot switch."""
+    family = _family(obj)
+    if family is None:
+        return False
+    _set_class(obj, family[_HOT_DIRTY if _status_of(obj) == UNSAVED else _HOT_CLEAN])
+    return True
+
+
+def _cool(obj: object) -> None:
+    """Switch ``obj`` back to the application's class (end of a transaction)."""
+    family = _families.get(type(obj))
+    if family is not None:
+        _set_class(obj, family[_COLD])
+
+
+def _mark_dirty_class(obj: object) -> None:
+    family = _families.get(type(obj))
+    if family is None:
+        if _connection_of(obj) is None:
+            return
+        family = _family(obj)
+        if family is None:
+            return
+    cls = type(obj)
+    if cls is family[_HOT_CLEAN]:
+        _set_class(obj, family[_HOT_DIRTY])
+    elif cls is family[_COLD]:
+        _set_class(obj, family[_COLD_DIRTY])
+
+
+def _mark_clean_class(obj: object) -> None:
+    family = _families.get(type(obj))
+    if family is None:
+        return
+    cls = type(obj)
+    if cls is family[_HOT_DIRTY]:
+        _set_class(obj, family[_HOT_CLEAN])
+    elif cls is family[_COLD_DIRTY]:
+        _set_class(obj, family[_COLD])
+
+
+# -- state enumeration ---------------------------------------------------------
+
+_slot_names_cache: dict[type, tuple[str, ...]] = {}
+
+
+def _data_slot_names(cls: type) -> tuple[str, ...]:
+    """Names of the data slots of ``cls`` in MRO order (mangled where needed)."""
+    names = _slot_names_cache.get(cls)
+    if names is None:
+        collected: list[str] = []
+        for klass in cls.__mro__:
+            if klass is PersistentBase or klass is object:
+                continue
+            slots = klass.__dict__.get("__slots__", ())
+            if isinstance(slots, str):
+                slots = (slots,)
+            for name in slots:
+                if name in ("__weakref__", "__dict__"):
+                    continue
+                if name.startswith("__") and not name.endswith("__"):
+                    # Durus 4.3 silently dropped private slots; keep them.
+                    name = f"_{klass.__name__.lstrip('_')}{name}"
+                if name not in collected:
+                    collected.append(name)
+        names = tuple(collected)
+        _slot_names_cache[cls] = names
+    return names
+
+
+# -- the classes -----------------------------------------------------------------
+
+
+class PersistentObject(PersistentBase):
+    """A persistent object whose state is its data slots (and ``__dict__``).
+
+    Subclass it with ``__slots__`` for compact objects; subclass
+    ``Persistent`` for ordinary ``__dict__``-based objects.
+    """
+
+    __slots__ = ("__weakref__",)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name[:3] != "_p_" and name not in _UNTRACKED:
+            connection = _connection_of(self)
+            if connection is not None:
+                if _status_of(self) == GHOST:
+                    _getattribute(self, "_p_load_state")()
+                connection.note_access(self)
+        return _getattribute(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name[:3] != "_p_" and name not in _UNTRACKED:
+            _getattribute(self, "_p_note_change")()
+        _setattribute(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name[:3] != "_p_" and name not in _UNTRACKED:
+            _getattribute(self, "_p_note_change")()
+        _delattribute(self, name)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Plain pickle/copy outside Durus: always the application's class.
+        return (copyreg.__newobj__, (real_class(self),), self.__getstate__())
+
+    def __getstate__(self) -> Any:
+        if _status_of(self) == GHOST:
+            _getattribute(self, "_p_load_state")()
+        state: dict[str, Any] = {}
+        if _hasattribute(self, "__dict__"):
+            state.update(_getattribute(self, "__dict__"))
+        for name in _data_slot_names(real_class(self)):
+            try:
+                state[name] = _getattribute(self, name)
+            except AttributeError:
+                pass
+        return state
+
+    def __setstate__(self, state: Any) -> None:
+        if _hasattribute(self, "__dict__"):
+            _getattribute(self, "__dict__").clear()
+        for name in _data_slot_names(real_class(self)):
+            try:
+                _delattribute(self, name)
+            except AttributeError:
+                pass
+        if state is not None:
+            for name, value in state.items():
+                _setattribute(self, name, value)
+
+    def __repr__(self) -> str:
+        oid = _getattribute(self, "_p_oid")
+        name = real_class(self).__name__
+        if oid is None:
+            return f"<{name} @{id(self):x}>"
+        return f"<{name} {int.from_bytes(oid, 'big')}>"
+
+    def _p_gen_data_slots(self) -> Iterator[str]:
+        yield from _data_slot_names(real_class(self))
+
+    def _p_load_state(self) -> None:
+        connection = _connection_of(self)
+        if connection is None:
+            raise RuntimeError(f"{self!r} is a ghost without a connection")
+        connection.load_state(self)
+
+    def _p_note_change(self) -> None:
+        status = _status_of(self)
+        if status != UNSAVED:
+            if status == GHOST:
+                _getattribute(self, "_p_load_state")()
+            _getattribute(self, "_p_set_status_unsaved")()
+            connection = _connection_of(self)
+            if connection is not None:
+                connection.note_change(self)
+
+    def _p_format_oid(self) -> str:
+        oid = _getattribute(self, "_p_oid")
+        if oid is None:
+            return "None"
+        return str(int.from_bytes(oid, "big"))
+
+    def _p_set_status_ghost(self) -> None:
+        _cool(self)
+        _getattribute(self, "__setstate__")({})
+        _setattribute(self, "_p_status", GHOST)
+
+    def _p_set_status_saved(self) -> None:
+        _setattribute(self, "_p_status", SAVED)
+        _mark_clean_class(self)
+
+    def _p_set_status_unsaved(self) -> None:
+        _setattribute(self, "_p_status", UNSAVED)
+        _mark_dirty_class(self)
+
+    def _p_is_ghost(self) -> bool:
+        return _status_of(self) == GHOST
+
+    def _p_is_unsaved(self) -> bool:
+        return _status_of(self) == UNSAVED
+
+    def _p_is_saved(self) -> bool:
+        return _status_of(self) == SAVED
+
+
+class Persistent(PersistentObject):
+    """The usual persistent class: its state is the instance ``__dict__``."""
+
+    def __getstate__(self) -> Any:
+        if _status_of(self) == GHOST:
+            _getattribute(self, "_p_load_state")()
+        return _getattribute(self, "__dict__")
+
+    def __setstate__(self, state: Any) -> None:
+        if state is None:
+            raise TypeError(f"{real_class(self).__name__} state must be a dict, not None")
+        instance_dict = _getattribute(self, "__dict__")
+        instance_dict.clear()
+        instance_dict.update(state)
+
+
+class ComputedAttribute(PersistentObject):
+    """A locally computed value, dropped everywhere when one process invalidates it.
+
+    Its record carries no state; committing ``invalidate()`` makes every other
+    connection ghost its copy and so recompute the value on next ``get()``.
+    """
+
+    __slots__ = ("value",)
+
+    def __getstate__(self) -> None:
+        return None
+
+    def _p_load_state(self) -> None:
+        # Nothing to load: the value is computed locally.
+        _getattribute(self, "_p_set_status_saved")()
+
+    def invalidate(self) -> None:
+        """Forget the value here and, once committed, in every connection."""
+        try:
+            _delattribute(self, "value")
+        except AttributeError:
+            pass
+        self._p_note_change()
+
+    def get(self, compute: Callable[[], Any]) -> Any:
+        """The cached value, computing and caching it first when needed."""
+        try:
+            return self.value
+        except AttributeError:
+            value = compute()
+            _setattribute(self, "value", value)
+            return value
+
+
+def call_if_persistent(f: Callable[[Any], Any], x: object) -> Any:
+    """``f(x)`` when ``x`` is persistent, else None."""
+    if isinstance(x, PersistentBase):
+        return f(x)
+    return None

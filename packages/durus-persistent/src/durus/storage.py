@@ -1,0 +1,171 @@
+"""The storage interface every backend implements, and an in-memory storage.
+
+A storage keeps records by oid and applies a commit atomically:
+``begin()``, ``store()`` per record, then ``end()``.  ``sync()`` returns the
+oids other writers changed (or a pack removed) since the last call, which is
+how connections learn what to invalidate.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from durus.error import DurusKeyError
+from durus.serialize import extract_class_name, split_oids, unpack_record
+from durus.utils import int8_to_str
+
+__all__ = [
+    "MemoryStorage",
+    "Storage",
+    "gen_oid_class",
+    "gen_referring_oid_record",
+    "get_census",
+    "get_reference_index",
+]
+
+ROOT_OID = int8_to_str(0)
+
+
+class Storage:
+    """Base class of storages: subclasses implement the transaction methods."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("Storage is abstract: use a concrete storage class")
+
+    def load(self, oid: bytes) -> bytes:
+        """The record of ``oid``; ``DurusKeyError`` when there is none."""
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def store(self, oid: bytes, record: bytes) -> None:
+        raise NotImplementedError
+
+    def end(self, handle_invalidations: Callable[[list[bytes]], None] | None = None) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> list[bytes]:
+        raise NotImplementedError
+
+    def new_oid(self) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def get_packer(self) -> Iterator[Any] | None:
+        return None
+
+    def pack(self) -> None:
+        return None
+
+    def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
+        for oid in oids:
+            yield self.load(oid)
+
+    def gen_oid_record(
+        self, start_oid: bytes | None = None, batch_size: int = 100
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """``(oid, record)`` of every object reachable from ``start_oid`` (the root)."""
+        if start_oid is None:
+            start_oid = ROOT_OID
+        todo = [start_oid]
+        seen = {start_oid}
+        while todo:
+            batch = [heapq.heappop(todo) for _ in range(min(batch_size, len(todo)))]
+            for oid, record in zip(batch, self.bulk_load(batch)):
+                yield oid, record
+                for ref in split_oids(unpack_record(record)[2]):
+                    if ref not in seen:
+                        seen.add(ref)
+                        heapq.heappush(todo, ref)
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def gen_referring_oid_record(storage: Storage, referred_oid: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """``(oid, record)`` of every record whose refs include ``referred_oid``."""
+    for oid, record in storage.gen_oid_record():
+        if referred_oid in split_oids(unpack_record(record)[2]):
+            yield oid, record
+
+
+def gen_oid_class(storage: Storage, *class_names: bytes) -> Iterator[tuple[bytes, Any]]:
+    """``(oid, class name)`` of every record, only the named classes if given."""
+    for oid, record in storage.gen_oid_record():
+        class_name = extract_class_name(record)
+        if not class_names or class_name in class_names:
+            yield oid, class_name
+
+
+def get_census(storage: Storage) -> dict[Any, int]:
+    """How many records of each class name the storage holds."""
+    census: dict[Any, int] = {}
+    for _oid, class_name in gen_oid_class(storage):
+        census[class_name] = census.get(class_name, 0) + 1
+    return census
+
+
+def get_reference_index(storage: Storage) -> dict[bytes, list[bytes]]:
+    """For every referenced oid, the oids of the records that refer to it."""
+    index: dict[bytes, list[bytes]] = {}
+    for oid, record in storage.gen_oid_record():
+        for ref in split_oids(unpack_record(record)[2]):
+            index.setdefault(ref, []).append(oid)
+    return index
+
+
+class MemoryStorage(Storage):
+    """Records in a dict: for tests and for data that need not survive the process."""
+
+    def __init__(self) -> None:
+        self.records: dict[bytes, bytes] = {}
+        self.transaction: dict[bytes, bytes] | None = None
+        self.oid = -1
+        self._invalid: set[bytes] = set()
+
+    def new_oid(self) -> bytes:
+        self.oid += 1
+        return int8_to_str(self.oid)
+
+    def load(self, oid: bytes) -> bytes:
+        try:
+            return self.records[oid]
+        except KeyError:
+            raise DurusKeyError(oid) from None
+
+    def begin(self) -> None:
+        self.transaction = {}
+
+    def store(self, oid: bytes, record: bytes) -> None:
+        if self.transaction is None:
+            self.begin()
+        assert self.transaction is not None
+        self.transaction[oid] = record
+
+    def end(self, handle_invalidations: Callable[[list[bytes]], None] | None = None) -> None:
+        if self.transaction:
+            self.records.update(self.transaction)
+        self.transaction = None
+
+    def sync(self) -> list[bytes]:
+        invalid = sorted(self._invalid)
+        self._invalid.clear()
+        return invalid
+
+    def pack(self) -> None:
+        """Drop every record not reachable from the root."""
+        if ROOT_OID not in self.records:
+            return
+        reachable = {oid for oid, _record in self.gen_oid_record()}
+        removed = set(self.records) - reachable
+        for oid in removed:
+            del self.records[oid]
+        self._invalid.update(removed)
