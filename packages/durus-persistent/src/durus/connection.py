@@ -15,6 +15,7 @@ import logging
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
+
 from durus.error import (
     DurusError,
     DurusKeyError,
@@ -174,7 +175,7 @@ class Cache:
             if obj is not None:
                 yield obj
 
-    def get_instance(self, oid: bytes, klass: type, connection: Any) -> Any:
+    def get_instance(self, oid: bytes, klass: Any, connection: Any) -> Any:
         """The cached object of ``oid`` if its class is ``klass``, else a new ghost."""
         obj = self.objects.get(oid)
         if obj is not None and real_class(obj) is klass:
@@ -501,7 +502,7 @@ def _open_file_storage(filename: str) -> Storage:
         raise DurusError(
             f"Connection({filename!r}) needs FileStorage: install durus-filestorage"
         ) from None
-    return FileStorage(filename)  # type: ignore[no-any-return]
+    return FileStorage(filename)  # type: ignore[no-any-return,unused-ignore]
 
 
 def _record_mentions(reader: ObjectReader, data: bytes, words: list[bytes]) -> bool:

@@ -84,6 +84,11 @@ class PersistentBase:
 
     __slots__ = ("_p_connection", "_p_oid", "_p_serial", "_p_status")
 
+    _p_connection: Any
+    _p_oid: bytes | None
+    _p_serial: int
+    _p_status: int
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = object.__new__(cls)
         _setattribute(self, "_p_status", UNSAVED)
@@ -115,7 +120,7 @@ def _variant_meta(meta: type) -> type:
         def __call__(cls: Any, *args: Any, **kwargs: Any) -> Any:
             return cls._p_real_class(*args, **kwargs)
 
-        variant_meta = type(meta)(  # type: ignore[call-overload]
+        variant_meta = type(meta)(
             f"Variant{meta.__name__}", (meta,), {"__call__": __call__}
         )
         _variant_metas[meta] = variant_meta
@@ -152,7 +157,7 @@ def _make_family(cls: type) -> tuple[type, type, type, type] | None:
         if not tracked_writes:
             namespace["__setattr__"] = object.__setattr__
             namespace["__delattr__"] = object.__delattr__
-        return meta(cls.__name__, (cls,), namespace)  # type: ignore[no-any-return]
+        return meta(cls.__name__, (cls,), namespace)
 
     family = (cls, variant(False, True), variant(False, False), variant(True, False))
     for klass in family:
@@ -281,7 +286,7 @@ class PersistentObject(PersistentBase):
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # Plain pickle/copy outside Durus: always the application's class.
-        return (copyreg.__newobj__, (real_class(self),), self.__getstate__())
+        return (copyreg.__newobj__, (real_class(self),), self.__getstate__())  # type: ignore[attr-defined]
 
     def __getstate__(self) -> Any:
         if _status_of(self) == GHOST:

@@ -98,7 +98,7 @@ class ObjectWriter:
     def _persistent_id(self, obj: Any) -> tuple[bytes, type] | None:
         if not isinstance(obj, PersistentBase):
             return None
-        oid = obj._p_oid
+        oid: Any = obj._p_oid
         connection = obj._p_connection
         if connection is None:
             connection = self.connection
@@ -179,7 +179,7 @@ class ObjectReader:
 
     def _unpickler(self, f: BytesIO) -> Unpickler:
         unpickler = Unpickler(f)
-        unpickler.persistent_load = self._persistent_load  # type: ignore[assignment]
+        unpickler.persistent_load = self._persistent_load  # type: ignore[method-assign]
         return unpickler
 
     def get_class(self, data: bytes) -> Any:
@@ -207,7 +207,7 @@ class ObjectReader:
 
     def get_state_pickle(self, data: bytes) -> bytes:
         """The state pickle of ``data``, decompressed."""
-        unpickler, f, expanded = self._split(data)
+        _unpickler, f, expanded = self._split(data)
         if expanded is not None:
             return expanded
         return data[f.tell() :]

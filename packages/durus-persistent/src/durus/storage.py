@@ -76,7 +76,7 @@ class Storage:
         seen = {start_oid}
         while todo:
             batch = [heapq.heappop(todo) for _ in range(min(batch_size, len(todo)))]
-            for oid, record in zip(batch, self.bulk_load(batch)):
+            for oid, record in zip(batch, self.bulk_load(batch), strict=True):
                 yield oid, record
                 for ref in split_oids(unpack_record(record)[2]):
                     if ref not in seen:
@@ -90,7 +90,9 @@ class Storage:
         self.close()
 
 
-def gen_referring_oid_record(storage: Storage, referred_oid: bytes) -> Iterator[tuple[bytes, bytes]]:
+def gen_referring_oid_record(
+    storage: Storage, referred_oid: bytes
+) -> Iterator[tuple[bytes, bytes]]:
     """``(oid, record)`` of every record whose refs include ``referred_oid``."""
     for oid, record in storage.gen_oid_record():
         if referred_oid in split_oids(unpack_record(record)[2]):

@@ -48,7 +48,7 @@ _int8 = struct.Struct(">Q")
 byte_string = (bytearray, bytes)
 empty_byte_string = b""
 xrange = range
-next = next  # noqa: PLW0127 - kept for Durus 4.3 compatibility
+next = next
 TRACE = False
 
 

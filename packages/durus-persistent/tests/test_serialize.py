@@ -1,0 +1,167 @@
+"""Records: byte layout of spec 2, compression, references, memo sharing."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+import durus.serialize as serialize
+from durus.connection import Connection
+from durus.persistent import Persistent, PersistentObject
+from durus.persistent_list import PersistentList
+from durus.serialize import (
+    COMPRESSED_START_BYTE,
+    ObjectReader,
+    extract_class_name,
+    pack_record,
+    split_oids,
+    unpack_record,
+)
+from durus.storage import MemoryStorage
+from durus.utils import int8_to_str
+
+ROOT_RECORD = bytes.fromhex(  # spec 2.9: the root record of a new database
+    "0000000000000000" "00000046"
+    "80026364757275732e70657273697374656e745f646963740a50657273697374656e74446963740a71002e"
+    "789c6b60aa2d648c6061606048492c492c04f2988bf500396a056d"
+)
+
+# Spec 2.9's decompressed state pickle; the spec's text drops the final SETITEM
+# ("s") of the outer dict, which real Durus 4.3 writes (checked against 4.3).
+ROOT_WITH_TWO_LISTS_STATE = (
+    b"\x80\x02}q\x01X\x04\x00\x00\x00dataq\x02}q\x03(X\x01\x00\x00\x00aq\x04"
+    b"c_codecs\nencode\nq\x05X\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01q\x06"
+    b"X\x06\x00\x00\x00latin1q\x07\x86q\x08Rq\tcdurus.persistent_list\nPersistentList\nq\n"
+    b"\x86q\x0bQX\x01\x00\x00\x00bq\x0ch\x05X\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02"
+    b"q\rh\x07\x86q\x0eRq\x0fh\n\x86q\x10Qus."
+)
+
+
+class Chain(PersistentObject):
+    __slots__ = ("next", "payload")
+
+
+class Blob(Persistent):
+    pass
+
+
+@pytest.fixture
+def durus43_compression(monkeypatch):
+    monkeypatch.setattr(serialize, "COMPRESSION_THRESHOLD", 0)
+
+
+def test_root_record_is_byte_identical_to_durus(durus43_compression):
+    storage = MemoryStorage()
+    Connection(storage)
+    assert storage.records[b"\0" * 8] == ROOT_RECORD
+
+
+def test_references_are_encoded_as_durus_does(durus43_compression):
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    root = connection.get_root()
+    root["a"] = PersistentList()
+    root["b"] = PersistentList()
+    connection.commit()
+    _oid, data, refs = unpack_record(storage.records[b"\0" * 8])
+    assert refs == int8_to_str(1) + int8_to_str(2)
+    state = ObjectReader(None).get_state_pickle(data)
+    assert state == ROOT_WITH_TWO_LISTS_STATE
+
+
+def test_small_states_are_stored_raw_by_default():
+    storage = MemoryStorage()
+    Connection(storage)
+    data = unpack_record(storage.records[b"\0" * 8])[1]
+    assert data.endswith(b"\x80\x02}q\x01X\x04\x00\x00\x00dataq\x02}q\x03s.")
+
+
+def test_large_states_are_compressed_when_it_helps():
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    blob = Blob()
+    blob.text = "x" * 5000
+    connection.get_root()["blob"] = blob
+    connection.commit()
+    data = unpack_record(storage.records[blob._p_oid])[1]
+    assert len(data) < 500
+    class_end = data.index(b"q\x00.") + 3
+    assert data[class_end] == COMPRESSED_START_BYTE == 0x78
+    assert Connection(storage).get_root()["blob"].text == "x" * 5000
+
+
+def test_high_oids_in_references(durus43_compression):
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    storage.oid = 199  # the next oid is 200: its latin-1 text has a byte >= 0x80
+    connection.get_root()["x"] = PersistentList([1])
+    connection.commit()
+    state = ObjectReader(None).get_state_pickle(
+        unpack_record(storage.records[b"\0" * 8])[1]
+    )
+    assert b"X\t\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xc3\x88" in state
+    assert Connection(storage).get_root()["x"] == PersistentList([1])
+
+
+def test_state_may_refer_to_the_class_through_the_memo():
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    head = Chain()
+    head.payload = 1
+    head.next = Chain()
+    head.next.payload = 2
+    connection.get_root()["chain"] = head
+    connection.commit()
+    data = unpack_record(storage.records[head._p_oid])[1]
+    assert b"h\x00" in ObjectReader(None).get_state_pickle(data)  # BINGET 0
+    again = Connection(storage).get_root()["chain"]
+    assert again.next.payload == 2
+
+
+def test_refs_are_sorted_unique_and_exclude_self():
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    first, second = Blob(), Blob()
+    holder = Blob()
+    holder.items = [second, first, second, holder]
+    connection.get_root()["h"] = holder
+    connection.commit()
+    refs = split_oids(unpack_record(storage.records[holder._p_oid])[2])
+    assert refs == sorted({first._p_oid, second._p_oid})
+
+
+def test_record_helpers():
+    record = pack_record(int8_to_str(5), b"data\nName\nrest", int8_to_str(1))
+    assert unpack_record(record) == (int8_to_str(5), b"data\nName\nrest", int8_to_str(1))
+    assert extract_class_name(record) == b"Name"
+    assert extract_class_name(pack_record(int8_to_str(5), b"x", b"")) == "?"
+    assert split_oids(b"") == []
+    with pytest.raises(ValueError):
+        split_oids(b"123")
+
+
+def test_reader_falls_back_when_bytes_only_look_compressed():
+    # A raw state pickle never starts with 0x78, but a reader must not trust that.
+    reader = ObjectReader(None)
+    class_pickle = b"\x80\x02c__builtin__\nobject\nq\x00."
+    assert reader.get_state(class_pickle + zlib.compress(b"\x80\x02K\x05.")) == 5
+    assert reader.get_state(class_pickle + b"\x80\x02K\x07.") == 7
+
+
+def test_ghost_from_record():
+    storage = MemoryStorage()
+    Connection(storage)
+    ghost = ObjectReader(None).get_ghost(unpack_record(storage.records[b"\0" * 8])[1])
+    assert ghost._p_is_ghost() and type(ghost).__name__ == "PersistentDict"
+
+
+def test_writer_generator_is_not_reentrant():
+    connection = Connection(MemoryStorage())
+    writer = serialize.ObjectWriter(connection)
+    generator = writer.gen_new_objects(connection.get_root())
+    next(generator)
+    with pytest.raises(RuntimeError):
+        next(writer.gen_new_objects(connection.get_root()))
+    generator.close()
+    writer.close()
