@@ -76,6 +76,24 @@ def extract_class_name(record: bytes) -> Any:
     return parts[1]
 
 
+class _RecordPickler(Pickler):
+    """A pickler whose persistent ids are those of its ObjectWriter."""
+
+    writer: ObjectWriter
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self.writer._persistent_id(obj)
+
+
+class _RecordUnpickler(Unpickler):
+    """An unpickler whose persistent references go through its ObjectReader."""
+
+    reader: ObjectReader
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self.reader._persistent_load(pid)
+
+
 class ObjectWriter:
     """Serializes the objects of one commit with one reused pickler.
 
@@ -87,8 +105,8 @@ class ObjectWriter:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.sio = BytesIO()
-        self.pickler = Pickler(self.sio, PICKLE_PROTOCOL)
-        self.pickler.persistent_id = self._persistent_id  # type: ignore[method-assign]
+        self.pickler = _RecordPickler(self.sio, PICKLE_PROTOCOL)
+        self.pickler.writer = self
         self.objects_found: list[Any] = []
         #: Every object this writer gave an oid, so a failed commit can undo it.
         self.assigned: list[Any] = []
@@ -177,9 +195,9 @@ class ObjectReader:
             return ghost
         return connection.cache.get_instance(oid, cls, connection)
 
-    def _unpickler(self, f: BytesIO) -> Unpickler:
-        unpickler = Unpickler(f)
-        unpickler.persistent_load = self._persistent_load  # type: ignore[method-assign]
+    def _unpickler(self, f: BytesIO) -> _RecordUnpickler:
+        unpickler = _RecordUnpickler(f)
+        unpickler.reader = self
         return unpickler
 
     def get_class(self, data: bytes) -> Any:
@@ -193,7 +211,7 @@ class ObjectReader:
         ghost._p_status = GHOST
         return ghost
 
-    def _split(self, data: bytes) -> tuple[Unpickler, BytesIO, bytes | None]:
+    def _split(self, data: bytes) -> tuple[_RecordUnpickler, BytesIO, bytes | None]:
         f = BytesIO(data)
         unpickler = self._unpickler(f)
         unpickler.load()
