@@ -165,3 +165,29 @@ def test_writer_generator_is_not_reentrant():
         next(writer.gen_new_objects(connection.get_root()))
     generator.close()
     writer.close()
+
+
+class Peeker:
+    """Plain object whose unpickling reads a persistent object (a nested load)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.seen = state["target"].payload  # loads a ghost while unpickling
+
+
+def test_nested_loads_while_unpickling():
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    target = Chain()
+    target.payload = "inner"
+    holder = Blob()
+    holder.peeker = Peeker(target)
+    connection.get_root()["holder"] = holder
+    connection.commit()
+    fresh = Connection(storage)
+    peeker = fresh.get_root()["holder"].peeker
+    assert peeker.seen == "inner"
+    assert peeker.target is fresh.get(target._p_oid)

@@ -29,6 +29,7 @@ from durus.persistent import (
     _cool,
     _heat,
     _setattribute,
+    new_ghost,
     real_class,
 )
 from durus.persistent_dict import PersistentDict
@@ -180,10 +181,7 @@ class Cache:
         obj = self.objects.get(oid)
         if obj is not None and real_class(obj) is klass:
             return obj
-        obj = klass.__new__(klass)
-        _setattribute(obj, "_p_oid", oid)
-        _setattribute(obj, "_p_connection", connection)
-        _setattribute(obj, "_p_status", GHOST)
+        obj = new_ghost(klass, oid, connection)
         self.objects[oid] = obj
         return obj
 
@@ -432,6 +430,8 @@ class Connection(ConnectionBase):
             for obj in stored:
                 obj._p_set_status_saved()
             storage.end(self._handle_invalidations)
+            # New objects ran as hot variants since their birth: cool them too.
+            self._hot.extend(new_objects.values())
         except BaseException:
             self._undo_failed_commit(new_objects, writer)
             raise

@@ -95,9 +95,16 @@ class PersistentBase:
         _setattribute(self, "_p_serial", 0)
         _setattribute(self, "_p_connection", None)
         _setattribute(self, "_p_oid", None)
+        # A new object has nothing to track until a commit stores it.
+        family = _families.get(cls, _UNKNOWN)
+        if family is _UNKNOWN and issubclass(cls, PersistentObject):
+            family = _make_family(cls)
+        if family is not None and family is not _UNKNOWN and family[_COLD] is cls:
+            _set_class(self, family[_HOT_DIRTY])
         return self
 
 
+_base_new = PersistentBase.__new__
 _status_of = PersistentBase.__dict__["_p_status"].__get__
 _connection_of = PersistentBase.__dict__["_p_connection"].__get__
 
@@ -109,6 +116,7 @@ _connection_of = PersistentBase.__dict__["_p_connection"].__get__
 # class that cannot switch.
 _COLD, _HOT_CLEAN, _HOT_DIRTY, _COLD_DIRTY = range(4)
 _families: dict[type, tuple[type, type, type, type] | None] = {}
+_UNKNOWN: Any = object()
 _variant_metas: dict[type, type] = {}
 
 
@@ -180,6 +188,21 @@ def real_class(obj: object) -> type:
     if family is None:
         return cls
     return family[_COLD]
+
+
+def new_ghost(cls: Any, oid: bytes | None, connection: Any) -> Any:
+    """A ghost of ``cls`` (its own class, not a variant): state comes later."""
+    if cls.__new__ is _base_new:
+        ghost = object.__new__(cls)
+        _setattribute(ghost, "_p_serial", 0)
+    else:
+        # The class has its own __new__: call it as Durus does, no arguments.
+        ghost = cls.__new__(cls)
+        _cool(ghost)
+    _setattribute(ghost, "_p_status", GHOST)
+    _setattribute(ghost, "_p_connection", connection)
+    _setattribute(ghost, "_p_oid", oid)
+    return ghost
 
 
 def _heat(obj: PersistentObject) -> bool:

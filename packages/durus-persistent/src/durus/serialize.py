@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from zlib import compress, decompress
 from zlib import error as zlib_error
 
-from durus.persistent import GHOST, PersistentBase, real_class
+from durus.persistent import PersistentBase, new_ghost, real_class
 
 if TYPE_CHECKING:
     from durus.connection import Connection
@@ -82,7 +82,10 @@ class _RecordPickler(Pickler):
     writer: ObjectWriter
 
     def persistent_id(self, obj: Any) -> Any:
-        return self.writer._persistent_id(obj)
+        # Called for every object pickled: keep the common case short.
+        if isinstance(obj, PersistentBase):
+            return self.writer._persistent_id(obj)
+        return None
 
 
 class _RecordUnpickler(Unpickler):
@@ -176,12 +179,68 @@ class ObjectWriter:
         self.pickler = None  # type: ignore[assignment]
 
 
+class _Source:
+    """A reusable in-memory input for the unpickler.
+
+    The C unpickler reads a file one opcode at a time unless the file offers
+    ``peek``; with it, a record is unpickled from memory.  One source and one
+    unpickler serve every record a reader loads.
+    """
+
+    __slots__ = ("data", "position")
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.position = 0
+
+    def set(self, data: bytes, position: int = 0) -> None:
+        self.data = data
+        self.position = position
+
+    def peek(self, n: int = 0) -> bytes:
+        return self.data[self.position :]
+
+    def read(self, n: int = -1) -> bytes:
+        start = self.position
+        end = len(self.data) if n < 0 else min(start + n, len(self.data))
+        self.position = end
+        return self.data[start:end]
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def readline(self) -> bytes:
+        start = self.position
+        end = self.data.find(b"\n", start)
+        end = len(self.data) if end < 0 else end + 1
+        self.position = end
+        return self.data[start:end]
+
+
+def _class_pickle_end(data: bytes) -> int:
+    """End of a class pickle of the usual form (``PROTO 2 GLOBAL BINPUT 0 STOP``), or 0."""
+    if data[:3] != b"\x80\x02c":
+        return 0
+    module_end = data.find(b"\n", 3)
+    name_end = data.find(b"\n", module_end + 1)
+    if module_end < 0 or name_end < 0 or data[name_end + 1 : name_end + 4] != b"q\x00.":
+        return 0
+    return name_end + 4
+
+
 class ObjectReader:
     """Rebuilds classes, ghosts and states from record data for a connection."""
 
     def __init__(self, connection: Connection | None) -> None:
         self.connection = connection
         self.load_count = 0
+        # class pickle -> (class, the memo an unpickler has after reading it)
+        self._classes: dict[bytes, tuple[Any, Any]] = {}
+        self._source = _Source()
+        self._unpickler = self._new_unpickler(self._source)
+        self._busy = False
 
     def _persistent_load(self, pid: Any) -> Any:
         oid, cls = pid
@@ -189,59 +248,83 @@ class ObjectReader:
             oid = oid.encode("latin1")
         connection = self.connection
         if connection is None:
-            ghost = cls.__new__(cls)
-            ghost._p_oid = oid
-            ghost._p_status = GHOST
-            return ghost
+            return new_ghost(cls, oid, None)
         return connection.cache.get_instance(oid, cls, connection)
 
-    def _unpickler(self, f: BytesIO) -> _RecordUnpickler:
-        unpickler = _RecordUnpickler(f)
+    def _new_unpickler(self, source: Any) -> _RecordUnpickler:
+        unpickler = _RecordUnpickler(source)
         unpickler.reader = self
         return unpickler
 
+    def _class_and_memo(self, key: bytes) -> tuple[Any, Any]:
+        known = self._classes.get(key)
+        if known is None:
+            unpickler = Unpickler(BytesIO(key))
+            # Keep the memo proxy: assigning it is how an unpickler's memo is
+            # seeded (assigning a dict does not work on every CPython).
+            known = self._classes[key] = (unpickler.load(), unpickler.memo)
+        return known
+
     def get_class(self, data: bytes) -> Any:
         """The class named by the class pickle at the start of ``data``."""
+        end = _class_pickle_end(data)
+        if end:
+            return self._class_and_memo(data[:end])[0]
         return Unpickler(BytesIO(data)).load()
 
     def get_ghost(self, data: bytes) -> Any:
         """A new ghost of the record's class (no oid, no connection yet)."""
-        cls = self.get_class(data)
-        ghost = cls.__new__(cls)
-        ghost._p_status = GHOST
-        return ghost
+        return new_ghost(self.get_class(data), None, None)
 
-    def _split(self, data: bytes) -> tuple[_RecordUnpickler, BytesIO, bytes | None]:
-        f = BytesIO(data)
-        unpickler = self._unpickler(f)
-        unpickler.load()
-        position = f.tell()
-        if position < len(data) and data[position] == COMPRESSED_START_BYTE:
+    def _split(self, data: bytes) -> tuple[Any, bytes, int]:
+        """The memo after the class pickle, and the state pickle's bytes and start."""
+        end = _class_pickle_end(data)
+        if end:
+            memo = self._class_and_memo(data[:end])[1]
+        else:
+            f = BytesIO(data)
+            unpickler = self._new_unpickler(f)
+            unpickler.load()
+            memo = unpickler.memo
+            end = f.tell()
+        if end < len(data) and data[end] == COMPRESSED_START_BYTE:
             try:
-                return unpickler, f, decompress(data[position:])
+                return memo, decompress(data[end:]), 0
             except zlib_error:
                 pass
-        return unpickler, f, None
+        return memo, data, end
 
     def get_state_pickle(self, data: bytes) -> bytes:
         """The state pickle of ``data``, decompressed."""
-        _unpickler, f, expanded = self._split(data)
-        if expanded is not None:
-            return expanded
-        return data[f.tell() :]
+        _memo, state, start = self._split(data)
+        return state[start:]
 
     def get_state(self, data: bytes, load: bool = True) -> Any:
         """The state object of ``data`` (or its raw pickle when not ``load``)."""
-        unpickler, f, expanded = self._split(data)
+        memo, state, start = self._split(data)
         if not load:
-            return expanded if expanded is not None else data[f.tell() :]
+            return state[start:]
         self.load_count += 1
-        if expanded is None:
-            return unpickler.load()
+        if self._busy:
+            # Unpickling reached back into the reader (a load from __setstate__
+            # or a reduce function): use a private unpickler.
+            source = _Source()
+            unpickler = self._new_unpickler(source)
+        else:
+            source = self._source
+            unpickler = self._unpickler
+        source.set(state, start)
         # The state pickle shares the class pickle's memo (spec 2.2).
-        state_unpickler = self._unpickler(BytesIO(expanded))
-        state_unpickler.memo = unpickler.memo
-        return state_unpickler.load()
+        unpickler.memo = memo
+        self._busy = True
+        try:
+            return unpickler.load()
+        finally:
+            # Let go of what this record held (the memo keeps every object).
+            unpickler.memo.clear()
+            if unpickler is self._unpickler:
+                self._busy = False
+                source.set(b"")
 
     def get_load_count(self) -> int:
         return self.load_count
