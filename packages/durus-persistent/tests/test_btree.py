@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pickle
+import random
 from collections.abc import MutableMapping
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -72,7 +74,7 @@ def check_btree(tree: BTree) -> None:
         for item in items:
             assert type(item) is tuple and len(item) == 2
         keys = [item[0] for item in items]
-        assert all(a < b for a, b in zip(keys, keys[1:])), keys
+        assert all(a < b for a, b in pairwise(keys)), keys
         if keys and low is not None:
             assert low < keys[0]
         if keys and high is not None:
@@ -237,8 +239,8 @@ def test_layout_t2_scrambled_inserts_and_deletes() -> None:
         if step % 12 == 11:
             checkpoints.append(keys_layout(tree.root))
     assert checkpoints == T2_SCRAMBLED_64_CHECKPOINTS
-    assert tree.items() == [(key, -key) for key in sorted(set(range(64)) - {
-        (i * 11) % 64 for i in range(48)})]
+    deleted = {(i * 11) % 64 for i in range(48)}
+    assert tree.items() == [(key, -key) for key in sorted(set(range(64)) - deleted)]
 
 
 def test_layout_t16() -> None:
@@ -299,8 +301,10 @@ def test_node_identities_like_durus() -> None:
         return labels[id(node)]
 
     def labelled(node: BNode) -> Any:
+        # Labels are given in pre-order: a node before its children.
+        number = label(node)
         children = None if node.nodes is None else [labelled(c) for c in node.nodes]
-        return (label(node), [item[0] for item in node.items], children)
+        return (number, [item[0] for item in node.items], children)
 
     tree = BTree(BNode)
     snapshots = []
@@ -308,10 +312,7 @@ def test_node_identities_like_durus() -> None:
         if operation == "add":
             tree.add(key)
         else:
-            try:
-                del tree[key]
-            except KeyError:
-                pass
+            del tree[key]
         snapshots.append(labelled(tree.root))
     assert snapshots == IDENTITY_SNAPSHOTS
 
@@ -329,6 +330,26 @@ def test_durus43_t2_unbalancing_delete_is_fixed() -> None:
     assert tree.root is root
     assert keys_layout(tree.root) == ([1, 6], [[0], [2, 3, 4], [7, 8]])
     check_btree(tree)
+
+
+def test_failed_delete_does_not_leave_an_empty_root() -> None:
+    # Durus 4.3 merges the root's two children on the way down, then raises
+    # KeyError before collapsing the root: the tree is left with an internal
+    # root holding no item, and bool(tree) is False although it holds 3 items
+    # (layout ([], [[1, 2, 3]])).  Here the root collapses all the same.
+    tree = filled(BNode, [3, 0, 1, 2])
+    tree.pop(0)
+    assert keys_layout(tree.root) == ([2], [[1], [3]])
+    root = tree.root
+    with pytest.raises(KeyError):
+        del tree[0]
+    assert tree.root is root
+    assert keys_layout(tree.root) == [1, 2, 3]
+    assert tree and len(tree) == 3 and tree.get_depth() == 1
+    check_btree(tree)
+    # What follows agrees with Durus again.
+    tree.add(0)
+    assert keys_layout(tree.root) == ([2], [[0, 1], [3]])
 
 
 def test_root_collapse_keeps_the_root_object() -> None:
@@ -524,12 +545,17 @@ def test_root_split_installs_a_new_root() -> None:
     assert keys_layout(tree.root) == ([1], [[0], [2, 3]])
 
 
-def test_replacing_a_value_keeps_the_layout() -> None:
+def test_replacing_a_value_splits_full_nodes_on_the_way() -> None:
+    # As in Durus 4.3, the preemptive split happens even when the key exists.
+    tree = filled(BNode, range(3), lambda key: key)
+    assert tree.get_depth() == 1
+    tree[1] = "x"
+    assert tree.root.items == [(1, "x")]
+    assert keys_layout(tree.root) == ([1], [[0], [2]])
     tree = filled(BNode, range(20))
-    layout = keys_layout(tree.root)
     for key in range(20):
         tree[key] = key * 2
-    assert keys_layout(tree.root) == layout
+        check_btree(tree)
     assert tree.values() == [key * 2 for key in range(20)]
 
 
@@ -626,7 +652,7 @@ def test_insert_into_a_leaf_changes_only_that_leaf() -> None:
 
 
 def test_note_change_of_bnode_marks_the_node() -> None:
-    connection, storage, tree = stored_tree(BNode, range(30))
+    connection, _storage, tree = stored_tree(BNode, range(30))
     node = tree.root
     while 17 not in [key for key, _ in node.items]:
         node = node.nodes[node.get_position(17)]
@@ -649,6 +675,61 @@ def test_reads_change_nothing() -> None:
     assert 3 in tree
     assert tree.set_bnode_minimum_degree(2) is False
     assert not connection.changed
+
+
+def node_states(tree: BTree) -> dict[int, Any]:
+    """id(node) -> (node, its items, ids of its children) for every node of ``tree``."""
+    states: dict[int, Any] = {}
+
+    def walk(node: BNode) -> None:
+        children = None if node.nodes is None else [id(child) for child in node.nodes]
+        states[id(node)] = (node, list(node.items), children)
+        for child in node.nodes or ():
+            walk(child)
+
+    walk(tree.root)
+    return states
+
+
+def assert_changes_noted(tree: BTree, root: BNode, before: dict[int, Any]) -> None:
+    """Every stored node whose items or children changed since ``before`` is UNSAVED."""
+    if tree.root is not root:
+        assert tree._p_is_unsaved(), "the BTree changed its root without noting it"
+    for key, (node, items, children) in node_states(tree).items():
+        if key in before and node._p_oid is not None:
+            _node, old_items, old_children = before[key]
+            if (items, children) != (old_items, old_children):
+                assert node._p_is_unsaved(), f"{node!r} changed without noting it"
+
+
+@pytest.mark.parametrize("node_class", [BNode, BNode3, BNode4])
+def test_every_structural_change_is_noted(node_class: type[BNode]) -> None:
+    rng = random.Random(node_class.minimum_degree)
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    connection.get_root()["tree"] = tree = BTree(node_class)
+    connection.commit()
+    for step in range(600):
+        before, root = node_states(tree), tree.root
+        key = rng.randrange(40)
+        choice = rng.random()
+        if choice < 0.5:
+            tree[key] = step
+        elif choice < 0.95:
+            try:
+                del tree[key]
+            except KeyError:
+                pass
+        elif choice < 0.97:
+            if key in tree:
+                tree.note_change_of_bnode_containing_key(key)
+        else:
+            tree.set_bnode_minimum_degree(rng.choice([3, 4, 8]))
+        assert_changes_noted(tree, root, before)
+        connection.commit()
+        if step % 50 == 0:
+            fresh = Connection(storage).get_root()["tree"]
+            assert keys_layout(fresh.root) == keys_layout(tree.root)
 
 
 def test_round_trip_commit_and_abort() -> None:
@@ -704,6 +785,8 @@ class BTreeAgainstDict(RuleBasedStateMachine):
         self.model: dict[int, int] = {}
         self.committed: dict[int, int] = {}
         self.committed_layout: Any = []
+        self.saved_states = node_states(self.tree)
+        self.saved_root = self.tree.root
 
     def both(self, method: str, *args: Any) -> None:
         expected = outcome(lambda: getattr(self.model, method)(*args))
@@ -823,18 +906,23 @@ class BTreeAgainstDict(RuleBasedStateMachine):
         assert keys_layout(fresh.root) == self.committed_layout
         assert fresh.items() == sorted(self.committed.items())
         assert fresh.root.__class__ is self.tree.root.__class__
+        self.saved_states = node_states(self.tree)
+        self.saved_root = self.tree.root
 
     @rule()
     def abort(self) -> None:
         self.connection.abort()
         self.model = dict(self.committed)
         assert keys_layout(self.tree.root) == self.committed_layout
+        self.saved_states = node_states(self.tree)
+        self.saved_root = self.tree.root
 
     @invariant()
     def agrees(self) -> None:
         if not hasattr(self, "tree"):
             return
         check_btree(self.tree)
+        assert_changes_noted(self.tree, self.saved_root, self.saved_states)
         ordered = sorted(self.model.items())
         assert self.tree.items() == ordered
         assert list(self.tree) == [k for k, _ in ordered]
@@ -855,6 +943,7 @@ TestBTreeAgainstDict = BTreeAgainstDict.TestCase
 # -- expected layouts, generated once with Durus 4.3 ----------------------------------------
 # keys_layout() of the root after the operations of the test using each value.
 
+# fmt: off
 T2_ASCENDING_100 = ([31, 63],
  [([15],
    [([7],
@@ -1090,237 +1179,252 @@ T4_CHECKPOINTS = [([72, 136],
 
 FAILED_DELETE = (4, -1, ([2], [[0], [4, 6]]), ([4], [[0, 2], [6]]))
 
-IDENTITY_OPS = [('del', 10), ('del', 12), ('del', 2), ('add', 3), ('del', 1), ('add', 6),
- ('add', 13), ('add', 7), ('add', 13), ('add', 18), ('del', 7), ('del', 18),
- ('del', 18), ('del', 1), ('del', 1), ('add', 4), ('add', 4), ('add', 18),
- ('add', 21), ('del', 18), ('add', 6), ('del', 17), ('add', 18), ('add', 6),
- ('add', 17), ('add', 10), ('add', 14), ('del', 7), ('del', 22), ('del', 2),
- ('add', 16), ('del', 10), ('del', 9), ('add', 2), ('add', 13), ('add', 10),
- ('add', 15), ('add', 21), ('del', 17), ('add', 10), ('del', 11), ('del', 18),
- ('del', 2), ('add', 8), ('add', 21), ('del', 23), ('del', 20), ('del', 21),
- ('del', 9), ('add', 21), ('add', 14), ('add', 19), ('add', 1), ('add', 9),
- ('add', 7), ('add', 15), ('add', 14), ('del', 8), ('del', 13), ('del', 8),
- ('del', 11), ('del', 12), ('add', 4), ('add', 4), ('add', 7), ('add', 18),
- ('add', 9), ('add', 13), ('del', 19), ('del', 4), ('del', 16), ('del', 20),
- ('add', 1), ('del', 21), ('add', 12), ('add', 12), ('add', 20), ('add', 6),
- ('add', 6), ('add', 3), ('add', 1), ('add', 18), ('del', 3), ('add', 19),
- ('del', 6), ('del', 4), ('del', 11), ('add', 15), ('del', 15), ('add', 14)]
+IDENTITY_OPS = [('add', 3), ('add', 6), ('add', 13), ('add', 7), ('add', 13), ('add', 18),
+ ('del', 7), ('del', 18), ('add', 4), ('del', 4), ('add', 18), ('add', 21),
+ ('del', 18), ('add', 6), ('add', 18), ('add', 6), ('add', 17), ('add', 10),
+ ('add', 14), ('add', 16), ('del', 10), ('add', 2), ('add', 13), ('add', 10),
+ ('add', 15), ('add', 21), ('del', 17), ('add', 10), ('del', 18), ('del', 2),
+ ('add', 8), ('add', 21), ('del', 21), ('add', 21), ('add', 14), ('add', 19),
+ ('add', 1), ('add', 9), ('add', 7), ('add', 15), ('add', 14), ('del', 8),
+ ('del', 13), ('add', 4), ('add', 4), ('add', 7), ('add', 18), ('add', 9),
+ ('del', 19), ('del', 4), ('del', 16), ('add', 1), ('del', 21), ('add', 12),
+ ('add', 12), ('add', 20), ('add', 6), ('add', 6), ('add', 3), ('add', 1),
+ ('add', 18), ('del', 3), ('add', 19), ('del', 6), ('add', 15), ('del', 15),
+ ('add', 14), ('add', 9), ('add', 23), ('add', 22), ('add', 0), ('add', 16),
+ ('del', 22), ('del', 0), ('del', 9), ('add', 5), ('del', 7), ('add', 16),
+ ('del', 12), ('add', 7), ('add', 15), ('add', 8), ('add', 11), ('del', 23),
+ ('add', 11), ('add', 3), ('add', 6), ('del', 15), ('del', 19)]
 
-IDENTITY_SNAPSHOTS = [(0, [], None), (0, [], None), (0, [], None), (0, [3], None), (0, [3], None),
- (0, [3, 6], None), (0, [3, 6, 13], None),
+IDENTITY_SNAPSHOTS = [(0, [3], None), (0, [3, 6], None), (0, [3, 6, 13], None),
  (1, [6], [(0, [3], None), (2, [7, 13], None)]),
  (1, [6], [(0, [3], None), (2, [7, 13], None)]),
  (1, [6], [(0, [3], None), (2, [7, 13, 18], None)]),
  (1, [6], [(0, [3], None), (2, [13, 18], None)]),
- (1, [6], [(0, [3], None), (2, [13], None)]), (1, [], [(2, [3, 6, 13], None)]),
- (1, [], [(2, [3, 6, 13], None)]), (1, [], [(2, [3, 6, 13], None)]),
- (1, [6], [(2, [3, 4], None), (3, [13], None)]),
- (1, [6], [(2, [3, 4], None), (3, [13], None)]),
- (1, [6], [(2, [3, 4], None), (3, [13, 18], None)]),
- (1, [6], [(2, [3, 4], None), (3, [13, 18, 21], None)]),
- (1, [6], [(2, [3, 4], None), (3, [13, 21], None)]),
- (1, [6], [(2, [3, 4], None), (3, [13, 21], None)]),
- (1, [6], [(2, [3, 4], None), (3, [13, 21], None)]),
- (1, [6], [(2, [3, 4], None), (3, [13, 18, 21], None)]),
- (1, [6], [(2, [3, 4], None), (3, [13, 18, 21], None)]),
- (1, [6, 18], [(2, [3, 4], None), (3, [13, 17], None), (4, [21], None)]),
- (1, [6, 18], [(2, [3, 4], None), (3, [10, 13, 17], None), (4, [21], None)]),
+ (1, [6], [(0, [3], None), (2, [13], None)]),
+ (1, [6], [(0, [3, 4], None), (2, [13], None)]),
+ (1, [6], [(0, [3], None), (2, [13], None)]),
+ (1, [6], [(0, [3], None), (2, [13, 18], None)]),
+ (1, [6], [(0, [3], None), (2, [13, 18, 21], None)]),
+ (1, [6], [(0, [3], None), (2, [13, 21], None)]),
+ (1, [6], [(0, [3], None), (2, [13, 21], None)]),
+ (1, [6], [(0, [3], None), (2, [13, 18, 21], None)]),
+ (1, [6], [(0, [3], None), (2, [13, 18, 21], None)]),
+ (1, [6, 18], [(0, [3], None), (2, [13, 17], None), (3, [21], None)]),
+ (1, [6, 18], [(0, [3], None), (2, [10, 13, 17], None), (3, [21], None)]),
  (1, [6, 13, 18],
-  [(2, [3, 4], None), (3, [10], None), (5, [14, 17], None), (4, [21], None)]),
- (1, [4, 13, 18],
-  [(2, [3], None), (3, [6, 10], None), (5, [14, 17], None), (4, [21], None)]),
- (1, [4, 13, 17],
-  [(2, [3], None), (3, [6, 10], None), (5, [14], None), (4, [18, 21], None)]),
- (1, [6, 13, 17],
-  [(2, [3, 4], None), (3, [10], None), (5, [14], None), (4, [18, 21], None)]),
- (6, [13],
-  [(1, [6], [(2, [3, 4], None), (3, [10], None)]),
-   (7, [17], [(5, [14, 16], None), (4, [18, 21], None)])]),
- (6, [4, 13, 17],
-  [(2, [3], None), (3, [6], None), (5, [14, 16], None), (4, [18, 21], None)]),
- (6, [4, 14, 17],
-  [(2, [3], None), (3, [6, 13], None), (5, [16], None), (4, [18, 21], None)]),
- (8, [14],
-  [(6, [4], [(2, [2, 3], None), (3, [6, 13], None)]),
-   (9, [17], [(5, [16], None), (4, [18, 21], None)])]),
- (8, [14],
-  [(6, [4], [(2, [2, 3], None), (3, [6, 13], None)]),
-   (9, [17], [(5, [16], None), (4, [18, 21], None)])]),
- (8, [14],
-  [(6, [4], [(2, [2, 3], None), (3, [6, 10, 13], None)]),
-   (9, [17], [(5, [16], None), (4, [18, 21], None)])]),
- (8, [14],
-  [(6, [4], [(2, [2, 3], None), (3, [6, 10, 13], None)]),
-   (9, [17], [(5, [15, 16], None), (4, [18, 21], None)])]),
- (8, [14],
-  [(6, [4], [(2, [2, 3], None), (3, [6, 10, 13], None)]),
-   (9, [17], [(5, [15, 16], None), (4, [18, 21], None)])]),
- (8, [4, 14, 16],
-  [(2, [2, 3], None), (3, [6, 10, 13], None), (5, [15], None),
-   (4, [18, 21], None)]),
- (10, [14],
-  [(8, [4, 10], [(2, [2, 3], None), (3, [6], None), (11, [13], None)]),
-   (12, [16], [(5, [15], None), (4, [18, 21], None)])]),
- (10, [14],
-  [(8, [4], [(2, [2, 3], None), (11, [6, 10, 13], None)]),
-   (12, [16], [(5, [15], None), (4, [18, 21], None)])]),
- (10, [4, 14, 16],
-  [(2, [2, 3], None), (11, [6, 10, 13], None), (5, [15], None),
-   (4, [21], None)]),
- (10, [4, 14, 16],
-  [(2, [3], None), (11, [6, 10, 13], None), (5, [15], None), (4, [21], None)]),
- (13, [14],
-  [(10, [4, 10], [(2, [3], None), (11, [6, 8], None), (14, [13], None)]),
-   (15, [16], [(5, [15], None), (4, [21], None)])]),
- (13, [14],
-  [(10, [4, 10], [(2, [3], None), (11, [6, 8], None), (14, [13], None)]),
-   (15, [16], [(5, [15], None), (4, [21], None)])]),
- (13, [10],
-  [(10, [4], [(2, [3], None), (11, [6, 8], None)]),
-   (15, [14], [(14, [13], None), (4, [15, 16, 21], None)])]),
- (13, [],
-  [(15, [4, 10, 14],
-    [(2, [3], None), (11, [6, 8], None), (14, [13], None),
-     (4, [15, 16, 21], None)])]),
- (13, [4, 10, 14],
-  [(2, [3], None), (11, [6, 8], None), (14, [13], None), (4, [15, 16], None)]),
- (13, [4, 10, 14],
-  [(2, [3], None), (11, [6, 8], None), (14, [13], None), (4, [15, 16], None)]),
- (16, [10],
-  [(13, [4], [(2, [3], None), (11, [6, 8], None)]),
-   (17, [14], [(14, [13], None), (4, [15, 16, 21], None)])]),
- (16, [10],
-  [(13, [4], [(2, [3], None), (11, [6, 8], None)]),
-   (17, [14], [(14, [13], None), (4, [15, 16, 21], None)])]),
- (16, [10],
-  [(13, [4], [(2, [3], None), (11, [6, 8], None)]),
-   (17, [14, 16], [(14, [13], None), (4, [15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(13, [4], [(2, [1, 3], None), (11, [6, 8], None)]),
-   (17, [14, 16], [(14, [13], None), (4, [15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(13, [4], [(2, [1, 3], None), (11, [6, 8, 9], None)]),
-   (17, [14, 16], [(14, [13], None), (4, [15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(13, [4, 8], [(2, [1, 3], None), (11, [6, 7], None), (19, [9], None)]),
-   (17, [14, 16], [(14, [13], None), (4, [15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(13, [4, 8], [(2, [1, 3], None), (11, [6, 7], None), (19, [9], None)]),
-   (17, [14, 16], [(14, [13], None), (4, [15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(13, [4, 8], [(2, [1, 3], None), (11, [6, 7], None), (19, [9], None)]),
-   (17, [14, 16], [(14, [13], None), (4, [15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(13, [4, 7], [(2, [1, 3], None), (11, [6], None), (19, [9], None)]),
-   (17, [14, 16], [(14, [13], None), (4, [15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(13, [4, 7], [(2, [1, 3], None), (11, [6], None), (19, [9], None)]),
-   (17, [16], [(14, [14, 15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(13, [4], [(2, [1, 3], None), (19, [6, 7, 9], None)]),
-   (17, [16], [(14, [14, 15], None), (18, [19, 21], None)])]),
- (16, [],
-  [(17, [4, 10, 16],
-    [(2, [1, 3], None), (19, [6, 7, 9], None), (14, [14, 15], None),
-     (18, [19, 21], None)])]),
- (16, [],
-  [(17, [4, 10, 16],
-    [(2, [1, 3], None), (19, [6, 7, 9], None), (14, [14, 15], None),
-     (18, [19, 21], None)])]),
- (16, [10],
-  [(17, [4], [(2, [1, 3], None), (19, [6, 7, 9], None)]),
-   (20, [16], [(14, [14, 15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(17, [4], [(2, [1, 3], None), (19, [6, 7, 9], None)]),
-   (20, [16], [(14, [14, 15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(17, [4, 7], [(2, [1, 3], None), (19, [6], None), (21, [9], None)]),
-   (20, [16], [(14, [14, 15], None), (18, [19, 21], None)])]),
- (16, [10],
-  [(17, [4, 7], [(2, [1, 3], None), (19, [6], None), (21, [9], None)]),
-   (20, [16], [(14, [14, 15], None), (18, [18, 19, 21], None)])]),
- (16, [10],
-  [(17, [4, 7], [(2, [1, 3], None), (19, [6], None), (21, [9], None)]),
-   (20, [16], [(14, [14, 15], None), (18, [18, 19, 21], None)])]),
- (16, [10],
-  [(17, [4, 7], [(2, [1, 3], None), (19, [6], None), (21, [9], None)]),
-   (20, [16], [(14, [13, 14, 15], None), (18, [18, 19, 21], None)])]),
- (16, [7],
-  [(17, [4], [(2, [1, 3], None), (19, [6], None)]),
-   (20, [10, 16],
-    [(21, [9], None), (14, [13, 14, 15], None), (18, [18, 21], None)])]),
- (16, [10],
-  [(17, [3, 7], [(2, [1], None), (19, [6], None), (21, [9], None)]),
-   (20, [16], [(14, [13, 14, 15], None), (18, [18, 21], None)])]),
- (16, [7],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10, 15],
-    [(21, [9], None), (14, [13, 14], None), (18, [18, 21], None)])]),
- (16, [7],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10, 15],
-    [(21, [9], None), (14, [13, 14], None), (18, [18, 21], None)])]),
- (16, [7],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10, 15],
-    [(21, [9], None), (14, [13, 14], None), (18, [18, 21], None)])]),
- (16, [7],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10, 15], [(21, [9], None), (14, [13, 14], None), (18, [18], None)])]),
- (16, [7],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10, 15],
-    [(21, [9], None), (14, [12, 13, 14], None), (18, [18], None)])]),
- (16, [7],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10, 13, 15],
-    [(21, [9], None), (14, [12], None), (22, [14], None), (18, [18], None)])]),
- (16, [7, 13],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10], [(21, [9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 20], None)])]),
- (16, [7, 13],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10], [(21, [9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 20], None)])]),
- (16, [7, 13],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10], [(21, [9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 20], None)])]),
- (16, [7, 13],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10], [(21, [9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 20], None)])]),
- (16, [7, 13],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10], [(21, [9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 20], None)])]),
- (16, [7, 13],
-  [(17, [3], [(2, [1], None), (19, [6], None)]),
-   (20, [10], [(21, [9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 20], None)])]),
- (16, [13],
-  [(17, [7, 10], [(2, [1, 6], None), (21, [9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 20], None)])]),
- (16, [13],
-  [(17, [7, 10], [(2, [1, 6], None), (21, [9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 19, 20], None)])]),
- (16, [13],
-  [(17, [7, 10], [(2, [1], None), (21, [9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 19, 20], None)])]),
- (16, [13],
-  [(17, [10], [(2, [1, 7, 9], None), (14, [12], None)]),
-   (23, [15], [(22, [14], None), (18, [18, 19, 20], None)])]),
- (16, [],
-  [(17, [9, 13, 15],
-    [(2, [1, 7], None), (14, [10, 12], None), (22, [14], None),
-     (18, [18, 19, 20], None)])]),
- (16, [13],
-  [(17, [9], [(2, [1, 7], None), (14, [10, 12], None)]),
-   (24, [15], [(22, [14], None), (18, [18, 19, 20], None)])]),
- (16, [9, 13, 18],
-  [(2, [1, 7], None), (14, [10, 12], None), (22, [14], None),
-   (18, [19, 20], None)]),
- (25, [13],
-  [(16, [9], [(2, [1, 7], None), (14, [10, 12], None)]),
-   (26, [18], [(22, [14], None), (18, [19, 20], None)])])]
+  [(0, [3], None), (2, [10], None), (4, [14, 17], None), (3, [21], None)]),
+ (5, [13],
+  [(1, [6], [(0, [3], None), (2, [10], None)]),
+   (6, [18], [(4, [14, 16, 17], None), (3, [21], None)])]),
+ (5, [6, 14, 18],
+  [(0, [3], None), (2, [13], None), (4, [16, 17], None), (3, [21], None)]),
+ (7, [14],
+  [(5, [6], [(0, [2, 3], None), (2, [13], None)]),
+   (8, [18], [(4, [16, 17], None), (3, [21], None)])]),
+ (7, [14],
+  [(5, [6], [(0, [2, 3], None), (2, [13], None)]),
+   (8, [18], [(4, [16, 17], None), (3, [21], None)])]),
+ (7, [14],
+  [(5, [6], [(0, [2, 3], None), (2, [10, 13], None)]),
+   (8, [18], [(4, [16, 17], None), (3, [21], None)])]),
+ (7, [14],
+  [(5, [6], [(0, [2, 3], None), (2, [10, 13], None)]),
+   (8, [18], [(4, [15, 16, 17], None), (3, [21], None)])]),
+ (7, [14],
+  [(5, [6], [(0, [2, 3], None), (2, [10, 13], None)]),
+   (8, [18], [(4, [15, 16, 17], None), (3, [21], None)])]),
+ (7, [6, 14, 18],
+  [(0, [2, 3], None), (2, [10, 13], None), (4, [15, 16], None),
+   (3, [21], None)]),
+ (9, [14],
+  [(7, [6], [(0, [2, 3], None), (2, [10, 13], None)]),
+   (10, [18], [(4, [15, 16], None), (3, [21], None)])]),
+ (9, [6, 14, 16],
+  [(0, [2, 3], None), (2, [10, 13], None), (4, [15], None), (3, [21], None)]),
+ (9, [6, 14, 16],
+  [(0, [3], None), (2, [10, 13], None), (4, [15], None), (3, [21], None)]),
+ (11, [14],
+  [(9, [6], [(0, [3], None), (2, [8, 10, 13], None)]),
+   (12, [16], [(4, [15], None), (3, [21], None)])]),
+ (11, [14],
+  [(9, [6], [(0, [3], None), (2, [8, 10, 13], None)]),
+   (12, [16], [(4, [15], None), (3, [21], None)])]),
+ (11, [6, 14], [(0, [3], None), (2, [8, 10, 13], None), (3, [15, 16], None)]),
+ (11, [6, 14],
+  [(0, [3], None), (2, [8, 10, 13], None), (3, [15, 16, 21], None)]),
+ (11, [6, 14],
+  [(0, [3], None), (2, [8, 10, 13], None), (3, [15, 16, 21], None)]),
+ (11, [6, 14, 16],
+  [(0, [3], None), (2, [8, 10, 13], None), (3, [15], None),
+   (13, [19, 21], None)]),
+ (14, [14],
+  [(11, [6], [(0, [1, 3], None), (2, [8, 10, 13], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [14],
+  [(11, [6, 10], [(0, [1, 3], None), (2, [8, 9], None), (16, [13], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [14],
+  [(11, [6, 10], [(0, [1, 3], None), (2, [7, 8, 9], None), (16, [13], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [14],
+  [(11, [6, 10], [(0, [1, 3], None), (2, [7, 8, 9], None), (16, [13], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [14],
+  [(11, [6, 10], [(0, [1, 3], None), (2, [7, 8, 9], None), (16, [13], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [14],
+  [(11, [6, 10], [(0, [1, 3], None), (2, [7, 9], None), (16, [13], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [14],
+  [(11, [6, 9], [(0, [1, 3], None), (2, [7], None), (16, [10], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [14],
+  [(11, [6, 9], [(0, [1, 3, 4], None), (2, [7], None), (16, [10], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [14],
+  [(11, [3, 6, 9],
+    [(0, [1], None), (17, [4], None), (2, [7], None), (16, [10], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [6, 14],
+  [(11, [3], [(0, [1], None), (17, [4], None)]),
+   (18, [9], [(2, [7], None), (16, [10], None)]),
+   (15, [16], [(3, [15], None), (13, [19, 21], None)])]),
+ (14, [6, 14],
+  [(11, [3], [(0, [1], None), (17, [4], None)]),
+   (18, [9], [(2, [7], None), (16, [10], None)]),
+   (15, [16], [(3, [15], None), (13, [18, 19, 21], None)])]),
+ (14, [6, 14],
+  [(11, [3], [(0, [1], None), (17, [4], None)]),
+   (18, [9], [(2, [7], None), (16, [10], None)]),
+   (15, [16], [(3, [15], None), (13, [18, 19, 21], None)])]),
+ (14, [6],
+  [(11, [3], [(0, [1], None), (17, [4], None)]),
+   (15, [9, 14, 16],
+    [(2, [7], None), (16, [10], None), (3, [15], None),
+     (13, [18, 21], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14, 16], [(16, [10], None), (3, [15], None), (13, [18, 21], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14, 18], [(16, [10], None), (3, [15], None), (13, [21], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14, 18], [(16, [10], None), (3, [15], None), (13, [21], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14], [(16, [10], None), (13, [15, 18], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14], [(16, [10, 12], None), (13, [15, 18], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14], [(16, [10, 12], None), (13, [15, 18], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14], [(16, [10, 12], None), (13, [15, 18, 20], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14], [(16, [10, 12], None), (13, [15, 18, 20], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14], [(16, [10, 12], None), (13, [15, 18, 20], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14], [(16, [10, 12], None), (13, [15, 18, 20], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14], [(16, [10, 12], None), (13, [15, 18, 20], None)])]),
+ (14, [9],
+  [(11, [6], [(17, [1, 3], None), (2, [7], None)]),
+   (15, [14, 18], [(16, [10, 12], None), (13, [15], None), (19, [20], None)])]),
+ (14, [14],
+  [(11, [6, 9], [(17, [1], None), (2, [7], None), (16, [10, 12], None)]),
+   (15, [18], [(13, [15], None), (19, [20], None)])]),
+ (14, [14],
+  [(11, [6, 9], [(17, [1], None), (2, [7], None), (16, [10, 12], None)]),
+   (15, [18], [(13, [15], None), (19, [19, 20], None)])]),
+ (14, [14],
+  [(11, [9], [(17, [1, 7], None), (16, [10, 12], None)]),
+   (15, [18], [(13, [15], None), (19, [19, 20], None)])]),
+ (14, [14],
+  [(11, [9], [(17, [1, 7], None), (16, [10, 12], None)]),
+   (15, [18], [(13, [15], None), (19, [19, 20], None)])]),
+ (14, [9, 12, 18],
+  [(17, [1, 7], None), (16, [10], None), (13, [14], None),
+   (19, [19, 20], None)]),
+ (20, [12],
+  [(14, [9], [(17, [1, 7], None), (16, [10], None)]),
+   (21, [18], [(13, [14], None), (19, [19, 20], None)])]),
+ (20, [12],
+  [(14, [9], [(17, [1, 7], None), (16, [10], None)]),
+   (21, [18], [(13, [14], None), (19, [19, 20], None)])]),
+ (20, [12],
+  [(14, [9], [(17, [1, 7], None), (16, [10], None)]),
+   (21, [18], [(13, [14], None), (19, [19, 20, 23], None)])]),
+ (20, [12],
+  [(14, [9], [(17, [1, 7], None), (16, [10], None)]),
+   (21, [18, 20], [(13, [14], None), (19, [19], None), (22, [22, 23], None)])]),
+ (20, [12],
+  [(14, [9], [(17, [0, 1, 7], None), (16, [10], None)]),
+   (21, [18, 20], [(13, [14], None), (19, [19], None), (22, [22, 23], None)])]),
+ (20, [12],
+  [(14, [9], [(17, [0, 1, 7], None), (16, [10], None)]),
+   (21, [18, 20],
+    [(13, [14, 16], None), (19, [19], None), (22, [22, 23], None)])]),
+ (20, [12],
+  [(14, [9], [(17, [0, 1, 7], None), (16, [10], None)]),
+   (21, [18, 20], [(13, [14, 16], None), (19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [9, 12], [(17, [1, 7], None), (16, [10], None), (13, [14, 16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [7, 12], [(17, [1], None), (16, [10], None), (13, [14, 16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [7, 12], [(17, [1, 5], None), (16, [10], None), (13, [14, 16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [5, 12], [(17, [1], None), (16, [10], None), (13, [14, 16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [5, 12], [(17, [1], None), (16, [10], None), (13, [14, 16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [5, 14], [(17, [1], None), (16, [10], None), (13, [16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [5, 14], [(17, [1], None), (16, [7, 10], None), (13, [16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [5, 14], [(17, [1], None), (16, [7, 10], None), (13, [15, 16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [5, 14],
+    [(17, [1], None), (16, [7, 8, 10], None), (13, [15, 16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [18],
+  [(14, [5, 8, 14],
+    [(17, [1], None), (16, [7], None), (23, [10, 11], None),
+     (13, [15, 16], None)]),
+   (21, [20], [(19, [19], None), (22, [23], None)])]),
+ (20, [14],
+  [(14, [5, 8], [(17, [1], None), (16, [7], None), (23, [10, 11], None)]),
+   (21, [18], [(13, [15, 16], None), (22, [19, 20], None)])]),
+ (20, [14],
+  [(14, [5, 8], [(17, [1], None), (16, [7], None), (23, [10, 11], None)]),
+   (21, [18], [(13, [15, 16], None), (22, [19, 20], None)])]),
+ (20, [14],
+  [(14, [5, 8], [(17, [1, 3], None), (16, [7], None), (23, [10, 11], None)]),
+   (21, [18], [(13, [15, 16], None), (22, [19, 20], None)])]),
+ (20, [14],
+  [(14, [5, 8], [(17, [1, 3], None), (16, [6, 7], None), (23, [10, 11], None)]),
+   (21, [18], [(13, [15, 16], None), (22, [19, 20], None)])]),
+ (20, [8],
+  [(14, [5], [(17, [1, 3], None), (16, [6, 7], None)]),
+   (21, [14, 18],
+    [(23, [10, 11], None), (13, [16], None), (22, [19, 20], None)])]),
+ (20, [8],
+  [(14, [5], [(17, [1, 3], None), (16, [6, 7], None)]),
+   (21, [14, 18], [(23, [10, 11], None), (13, [16], None), (22, [20], None)])])]
+# fmt: on

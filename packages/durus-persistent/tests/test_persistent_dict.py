@@ -150,12 +150,12 @@ def test_lists_are_copies() -> None:
 def test_equality() -> None:
     d = PersistentDict(a=1)
     assert d == PersistentDict(a=1)
-    assert not d != PersistentDict(a=1)
+    assert not d != PersistentDict(a=1)  # noqa: SIM202
     assert d != PersistentDict(a=2)
     # Durus compares only with another PersistentDict.
     assert d != {"a": 1}
-    assert not d == {"a": 1}
-    assert {"a": 1} != d
+    assert not d == {"a": 1}  # noqa: SIM201
+    assert {"a": 1} != d  # noqa: SIM300
     assert d != 3
     with pytest.raises(TypeError):
         hash(d)

@@ -151,15 +151,15 @@ def test_legacy_slice_setters() -> None:
 def test_comparisons() -> None:
     pl = PersistentList([1, 2])
     assert pl == [1, 2]
-    assert [1, 2] == pl
+    assert [1, 2] == pl  # noqa: SIM300
     assert pl == PersistentList([1, 2])
     assert pl != [1, 3]
     assert pl != (1, 2)
-    assert not pl == 3
-    assert pl == pl and not pl != pl
+    assert not pl == 3  # noqa: SIM201
+    assert pl == pl and not pl != pl  # noqa: SIM202
     assert pl < [1, 3] and pl <= [1, 2] and pl > [1] and pl >= [1, 2]
     assert pl < PersistentList([2])
-    assert [0] < pl
+    assert [0] < pl  # noqa: SIM300
     assert not pl < pl
     with pytest.raises(TypeError):
         pl < (1, 3)  # noqa: B015

@@ -19,7 +19,9 @@ from durus.storage import MemoryStorage
 # pickle.dumps(obj.__getstate__(), 2) as produced by Durus 4.3: the set is
 # written as __builtin__.set applied to a list.
 DURUS43_STATE_PICKLES = {
-    "empty": b"\x80\x02}q\x00X\x01\x00\x00\x00sq\x01c__builtin__\nset\nq\x02]q\x03\x85q\x04Rq\x05s.",
+    "empty": (
+        b"\x80\x02}q\x00X\x01\x00\x00\x00sq\x01c__builtin__\nset\nq\x02]q\x03\x85q\x04Rq\x05s."
+    ),
     "ints": (
         b"\x80\x02}q\x00X\x01\x00\x00\x00sq\x01c__builtin__\nset\nq\x02]q\x03(M\xe8\x03K\x01"
         b"K\x02K\x03e\x85q\x04Rq\x05s."
@@ -134,7 +136,7 @@ def test_equality_and_ordering() -> None:
     assert ps != PersistentSet([1])
     # Only another PersistentSet can be equal.
     assert ps != {1, 2}
-    assert not ps == {1, 2}
+    assert not ps == {1, 2}  # noqa: SIM201
     assert {1, 2} != ps
     assert ps != [1, 2]
     assert ps < PersistentSet([1, 2, 3]) and ps <= PersistentSet([1, 2])
@@ -176,9 +178,9 @@ def test_operators_give_new_persistent_sets() -> None:
         assert result is not ps
     assert ps.s == {1, 2}
     with pytest.raises(TypeError):
-        ps | [3]  # noqa: B018
+        ps | [3]
     with pytest.raises(TypeError):
-        [3] - ps  # noqa: B018
+        [3] - ps
 
 
 class SubSet(PersistentSet):
@@ -392,10 +394,21 @@ class SetAgainstBuiltin(RuleBasedStateMachine):
     @rule(
         method=st.sampled_from(
             [
-                "__and__", "__or__", "__xor__", "__sub__",
-                "__rand__", "__ror__", "__rxor__", "__rsub__",
-                "union", "intersection", "difference", "symmetric_difference",
-                "issubset", "issuperset", "isdisjoint",
+                "__and__",
+                "__or__",
+                "__xor__",
+                "__sub__",
+                "__rand__",
+                "__ror__",
+                "__rxor__",
+                "__rsub__",
+                "union",
+                "intersection",
+                "difference",
+                "symmetric_difference",
+                "issubset",
+                "issuperset",
+                "isdisjoint",
             ]
         ),
         other=small_sets,

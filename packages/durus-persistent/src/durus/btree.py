@@ -8,16 +8,21 @@ the nodes on one path, and keys come out in order (with range queries).
 
 The insertion (preemptive split on the way down) and deletion (single pass,
 fixing each child before descending into it) algorithms are those of Durus
-4.3, followed step by step: the node layouts, and so the records written, are
-the ones Durus 4.3 produces for the same operations.  One deliberate
-difference: when Durus 4.3 deletes a key held by an internal node whose two
-neighbouring children are both minimal, it deletes the successor from the right
-child first; with ``t = 2`` that right child can end up with no item, and Durus
-then collapses it into its own child, which leaves leaves at different depths
-(and can make a later delete fail with ``TypeError``).  Here only the node the
-deletion started from (the root) ever collapses; the emptied right child is
-merged as it is, which keeps the tree balanced.  Every operation sequence on
-which Durus 4.3 keeps a valid tree yields the same layouts here.
+4.3, followed step by step: the node layouts and node identities, and so the
+records written, are the ones Durus 4.3 produces for the same operations.  Two
+deliberate differences, both where Durus 4.3 leaves a broken tree:
+
+* When the deleted key sits in an internal node whose two neighbouring
+  children are both minimal, Durus deletes the successor from the right child
+  first; with ``t = 2`` that child can be left with no item, and Durus then
+  collapses it into its own child, which puts leaves at different depths (and
+  can make the same delete fail with ``TypeError``).  Here only the node the
+  deletion started from (the root) ever collapses; the emptied child is merged
+  as it is, which keeps the tree balanced.
+* A delete of an absent key may merge the root's last two children on its way
+  down; Durus then raises ``KeyError`` before collapsing the root, leaving an
+  internal root without items (``bool(tree)`` is then False for a non-empty
+  tree).  Here the root collapses before the ``KeyError`` propagates.
 
 All keys of one tree must be mutually comparable (they are kept sorted).
 """
@@ -209,14 +214,22 @@ class BNode(PersistentObject):
     def delete(self, key: Any) -> None:
         """Remove the item with ``key`` from this subtree; ``KeyError(key)`` if absent.
 
-        This node is treated as the root of its tree: if it loses its last item
-        it takes over the items and children of its only child.  On the way
-        down, children may be restructured even when the key turns out to be
-        absent (as in Durus 4.3).
+        This node is treated as the root of its tree: if it is left with no
+        item it takes over the items and children of its only child (keeping
+        its identity).  On the way down, children may be restructured even
+        when the key turns out to be absent (as in Durus 4.3).
         """
-        self._delete(key, True)
+        try:
+            self._delete(key)
+        finally:
+            nodes = self.nodes
+            if nodes is not None and not self.items:
+                only_child = nodes[0]
+                self._p_note_change()
+                self.items = only_child.items
+                self.nodes = only_child.nodes
 
-    def _delete(self, key: Any, is_root: bool) -> None:
+    def _delete(self, key: Any) -> None:
         t = self.minimum_degree
         items = self.items
         position = bisect_left(items, key, key=_key_of)
@@ -233,19 +246,19 @@ class BNode(PersistentObject):
             upper = nodes[position + 1]
             if len(lower.items) >= t:
                 replacement = lower.get_max_item()
-                lower._delete(replacement[0], False)
+                lower._delete(replacement[0])
                 self._p_note_change()
                 items[position] = replacement
             elif len(upper.items) >= t:
                 replacement = upper.get_min_item()
-                upper._delete(replacement[0], False)
+                upper._delete(replacement[0])
                 self._p_note_change()
                 items[position] = replacement
             else:
                 # Both neighbours minimal: remove the successor from the right
                 # child, then merge left + successor + right into the left child.
                 successor = upper.get_min_item()
-                upper._delete(successor[0], False)
+                upper._delete(successor[0])
                 lower._p_note_change()
                 lower.items = lower.items + [successor] + upper.items
                 if lower.nodes is not None:
@@ -258,13 +271,7 @@ class BNode(PersistentObject):
             child = nodes[position]
             if len(child.items) < t:
                 child = self._fix_child(position, child)
-            child._delete(key, False)
-        if is_root and not items:
-            # The root lost its last item: it takes over its only child's lists.
-            only_child = nodes[0]
-            self._p_note_change()
-            self.items = only_child.items
-            self.nodes = only_child.nodes
+            child._delete(key)
 
     def _fix_child(self, position: int, child: BNode) -> BNode:
         """Give the minimal ``nodes[position]`` a t-th item; return the node to descend."""
@@ -348,56 +355,56 @@ BNode.nodes_is = (None, [BNode])
 class BNode4(BNode):
     """A ``BNode`` of minimum degree 4 (3 to 7 items)."""
 
-    __slots__ = []
+    __slots__: list[str] = []
     minimum_degree = 4
 
 
 class BNode8(BNode):
     """A ``BNode`` of minimum degree 8 (7 to 15 items)."""
 
-    __slots__ = []
+    __slots__: list[str] = []
     minimum_degree = 8
 
 
 class BNode16(BNode):
     """A ``BNode`` of minimum degree 16 (15 to 31 items), the default of ``BTree``."""
 
-    __slots__ = []
+    __slots__: list[str] = []
     minimum_degree = 16
 
 
 class BNode32(BNode):
     """A ``BNode`` of minimum degree 32 (31 to 63 items)."""
 
-    __slots__ = []
+    __slots__: list[str] = []
     minimum_degree = 32
 
 
 class BNode64(BNode):
     """A ``BNode`` of minimum degree 64 (63 to 127 items)."""
 
-    __slots__ = []
+    __slots__: list[str] = []
     minimum_degree = 64
 
 
 class BNode128(BNode):
     """A ``BNode`` of minimum degree 128 (127 to 255 items)."""
 
-    __slots__ = []
+    __slots__: list[str] = []
     minimum_degree = 128
 
 
 class BNode256(BNode):
     """A ``BNode`` of minimum degree 256 (255 to 511 items)."""
 
-    __slots__ = []
+    __slots__: list[str] = []
     minimum_degree = 256
 
 
 class BNode512(BNode):
     """A ``BNode`` of minimum degree 512 (511 to 1023 items)."""
 
-    __slots__ = []
+    __slots__: list[str] = []
     minimum_degree = 512
 
 
@@ -598,7 +605,7 @@ class BTree(PersistentObject, MutableMapping):
             if isinstance(other, BTree):
                 pairs = other.items()
             elif hasattr(other, "keys"):
-                pairs = [(key, other[key]) for key in other.keys()]
+                pairs = [(key, other[key]) for key in other.keys()]  # noqa: SIM118
             else:
                 pairs = other
             for key, value in pairs:

@@ -52,6 +52,7 @@ logger = logging.getLogger("durus.connection")
 ROOT_OID = b"\0" * 8
 
 _serial_of = PersistentBase.__dict__["_p_serial"].__get__
+_set_serial = PersistentBase.__dict__["_p_serial"].__set__
 _status_of = PersistentBase.__dict__["_p_status"].__get__
 _oid_of = PersistentBase.__dict__["_p_oid"].__get__
 
@@ -251,6 +252,8 @@ class Connection(ConnectionBase):
         self.invalid_oids: set[bytes] = set()
         self.new_oid = storage.new_oid
         self.cache = Cache(cache_size)
+        self._recent = self.cache.recent_objects.map
+        # Objects switched to a hot variant in this transaction.
         self._hot: list[Any] = []
         self.root = self.get(ROOT_OID)
         if self.root is None:
@@ -371,14 +374,11 @@ class Connection(ConnectionBase):
     # -- hooks called by persistent objects -------------------------------------
 
     def note_access(self, obj: Any) -> None:
+        # The first read of ``obj`` in this transaction: keep this short.
         serial = self.transaction_serial
         if _serial_of(obj) != serial:
-            _setattribute(obj, "_p_serial", serial)
-            recent = self.cache.recent_objects.map
-            key = id(obj)
-            # Re-insert so that the map stays ordered by last access.
-            recent.pop(key, None)
-            recent[key] = obj
+            _set_serial(obj, serial)
+            self._recent[id(obj)] = obj
         if _heat(obj):
             self._hot.append(obj)
 

@@ -207,10 +207,12 @@ def new_ghost(cls: Any, oid: bytes | None, connection: Any) -> Any:
 
 def _heat(obj: PersistentObject) -> bool:
     """Switch ``obj`` to its hot variant; False when its class cannot switch."""
-    family = _family(obj)
+    family = _families.get(type(obj), _UNKNOWN)
+    if family is _UNKNOWN:
+        family = _make_family(type(obj))
     if family is None:
         return False
-    _set_class(obj, family[_HOT_DIRTY if _status_of(obj) == UNSAVED else _HOT_CLEAN])
+    _set_class(obj, family[2] if _status_of(obj) == UNSAVED else family[1])
     return True
 
 

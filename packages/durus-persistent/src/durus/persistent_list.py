@@ -48,16 +48,16 @@ class PersistentList(PersistentObject, MutableSequence):
         return other is not self and self.data != _as_list(other)
 
     def __lt__(self, other: Any) -> bool:
-        return self.data < _as_list(other)  # type: ignore[no-any-return]
+        return self.data < _as_list(other)
 
     def __le__(self, other: Any) -> bool:
-        return self.data <= _as_list(other)  # type: ignore[no-any-return]
+        return self.data <= _as_list(other)
 
     def __gt__(self, other: Any) -> bool:
-        return self.data > _as_list(other)  # type: ignore[no-any-return]
+        return self.data > _as_list(other)
 
     def __ge__(self, other: Any) -> bool:
-        return self.data >= _as_list(other)  # type: ignore[no-any-return]
+        return self.data >= _as_list(other)
 
     # -- reading ----------------------------------------------------------------
 
