@@ -28,7 +28,6 @@ from durus.persistent import (
     PersistentBase,
     _cool,
     _heat,
-    _setattribute,
     new_ghost,
     real_class,
 )
