@@ -49,6 +49,19 @@ class Adapter:
         """
         raise NotImplementedError
 
+    def file_storage(
+        self, path: str, *, readonly: bool = False, fsync: bool | None = None
+    ) -> Any:
+        """Open (creating if needed) the storage alone; ``fsync=None`` is the default.
+
+        Raises ``Unavailable`` when the system cannot honour ``fsync``.
+        """
+        raise NotImplementedError
+
+    def session(self, storage: Any, *, cache_size: int = 100_000) -> Session:
+        """A connection (with its root) over an open storage."""
+        raise NotImplementedError
+
     def open_file(
         self,
         path: str,
@@ -57,12 +70,13 @@ class Adapter:
         cache_size: int = 100_000,
         fsync: bool | None = None,
     ) -> Session:
-        """Open (creating if needed) a file database; ``fsync=None`` is the default."""
-        raise NotImplementedError
+        """Storage and connection in one step, for workloads that do not time the open."""
+        storage = self.file_storage(path, readonly=readonly, fsync=fsync)
+        return self.session(storage, cache_size=cache_size)
 
-    def open_storage(self, path: str) -> Any:
-        """Open the storage alone, read-only; the result has ``close()``."""
-        raise NotImplementedError
+    def strongest_fsync(self) -> bool | None:
+        """The ``fsync`` argument for the most durable commits the system offers."""
+        return None
 
     def connect(self, port: int, *, cache_size: int = 100_000) -> Session:
         """Open a connection through the server on loopback ``port``."""
@@ -96,6 +110,10 @@ class Adapter:
     def db_files(self, path: str) -> list[str]:
         """The files that make up the database at ``path`` (data and index)."""
         return [path]
+
+    def pack_leftovers(self, path: str) -> list[str]:
+        """Files a pack leaves beside ``path`` (the previous generation)."""
+        return []
 
     def db_size(self, path: str) -> int:
         """Bytes on disk of the database at ``path``, index files included."""

@@ -95,25 +95,38 @@ class DurusAdapter(Adapter):
         if self.system == "durus43":
             return "no fsync (Durus 4.3 never fsyncs a commit)"
         if fsync is None:
-            return "FileStorage default"
-        return "fsync per commit" if fsync else "no fsync (fsync=False)"
+            default = self._fsync_default()
+            if default is None:
+                return "FileStorage default (no fsync keyword)"
+            return f"{'fsync per commit' if default else 'no fsync'} (FileStorage default)"
+        return "fsync per commit (fsync=True)" if fsync else "no fsync (fsync=False)"
 
-    def open_file(
-        self,
-        path: str,
-        *,
-        readonly: bool = False,
-        cache_size: int = 100_000,
-        fsync: bool | None = None,
-    ) -> DurusSession:
+    def _fsync_default(self) -> bool | None:
+        file_storage = _import("durus.file_storage").FileStorage
+        param = inspect.signature(file_storage).parameters.get("fsync")
+        if param is None or not isinstance(param.default, bool):
+            return None
+        return param.default
+
+    def file_storage(
+        self, path: str, *, readonly: bool = False, fsync: bool | None = None
+    ) -> Any:
         file_storage = _import("durus.file_storage").FileStorage
         kwargs = self._storage_kwargs(fsync)
         if readonly:
             kwargs["readonly"] = True
-        return DurusSession(file_storage(path, **kwargs), cache_size)
+        return file_storage(path, **kwargs)
 
-    def open_storage(self, path: str) -> Any:
-        return _import("durus.file_storage").FileStorage(path, readonly=True)
+    def session(self, storage: Any, *, cache_size: int = 100_000) -> DurusSession:
+        return DurusSession(storage, cache_size)
+
+    def strongest_fsync(self) -> bool | None:
+        if self.system == "durus43":
+            return None
+        try:
+            return True if self._storage_kwargs(True) else None
+        except Unavailable:
+            return None
 
     def connect(self, port: int, *, cache_size: int = 100_000) -> DurusSession:
         client_storage = _import("durus.client_storage").ClientStorage
@@ -124,6 +137,9 @@ class DurusAdapter(Adapter):
         storage_server = _import("durus.storage_server").StorageServer
         storage = file_storage(path, **self._storage_kwargs(fsync))
         storage_server(storage, host=HOST, port=port).serve()
+
+    def pack_leftovers(self, path: str) -> list[str]:
+        return [path + ".prepack"]
 
     def new_tree(self) -> Any:
         return _import("durus.btree").BTree()

@@ -81,21 +81,15 @@ class ZodbAdapter(Adapter):
     def durability(self, fsync: bool | None) -> str:
         return "fsync per commit (ZODB's FileStorage always fsyncs)"
 
-    def open_file(
-        self,
-        path: str,
-        *,
-        readonly: bool = False,
-        cache_size: int = 100_000,
-        fsync: bool | None = None,
-    ) -> ZodbSession:
+    def file_storage(
+        self, path: str, *, readonly: bool = False, fsync: bool | None = None
+    ) -> Any:
         if fsync is False:
             raise Unavailable("ZODB's FileStorage always fsyncs a commit")
-        storage = _import("ZODB.FileStorage").FileStorage(path, read_only=readonly)
-        return ZodbSession(storage, cache_size)
+        return _import("ZODB.FileStorage").FileStorage(path, read_only=readonly)
 
-    def open_storage(self, path: str) -> Any:
-        return _import("ZODB.FileStorage").FileStorage(path, read_only=True)
+    def session(self, storage: Any, *, cache_size: int = 100_000) -> ZodbSession:
+        return ZodbSession(storage, cache_size)
 
     def connect(self, port: int, *, cache_size: int = 100_000) -> ZodbSession:
         client_storage = _import("ZEO.ClientStorage").ClientStorage
@@ -124,6 +118,9 @@ class ZodbAdapter(Adapter):
 
     def db_files(self, path: str) -> list[str]:
         return [path, path + ".index"]
+
+    def pack_leftovers(self, path: str) -> list[str]:
+        return [path + ".old"]
 
     def versions(self) -> dict[str, str]:
         found = {}

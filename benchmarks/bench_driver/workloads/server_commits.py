@@ -1,0 +1,95 @@
+"""server commits: several client processes making one-object commits through a server.
+
+The clients connect and load their object first, then all start together on a
+signal; throughput is total commits over the span from the first start to the
+last finish (monotonic clock, shared by every process on the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+
+from ..adapters.base import Adapter
+from ..common import DEFAULT_CACHE, percentile
+from ..protocol import ok
+from ..servers import child_outcome, driver_command, running_server, stop
+from .small_commits import resolve_fsync
+
+READY = "BENCH-READY"
+CLIENT_TIMEOUT = 900.0
+
+
+def _make_database(adapter: Adapter, path: str, clients: int, fsync: bool | None) -> None:
+    """One item per client, so that clients never conflict."""
+    session = adapter.open_file(path, cache_size=DEFAULT_CACHE, fsync=fsync)
+    try:
+        slots = adapter.new_tree()
+        for slot in range(clients):
+            slots[slot] = adapter.new_item(slot)
+        session.root["slots"] = slots
+        session.commit()
+    finally:
+        session.close()
+
+
+def _start_client(system: str, port: int, slot: int, commits: int, scratch: str) -> tuple:
+    out_path = os.path.join(scratch, f"client-{slot}.json")
+    args = ["--system", system, "--port", str(port), "--slot", str(slot)]
+    args += ["--commits", str(commits), "--out", out_path]
+    log = open(os.path.join(scratch, f"client-{slot}.log"), "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        driver_command("client-commits", *args),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    return proc, out_path, log
+
+
+def _wait_ready(proc: subprocess.Popen) -> None:
+    for line in proc.stdout:
+        if line.strip() == READY:
+            return
+    proc.wait()
+
+
+def run(adapter: Adapter, params: dict[str, Any], scratch: str) -> dict[str, Any]:
+    adapter.require("file", "client", "server")
+    fsync = resolve_fsync(adapter, params["fsync"])
+    clients, commits = params["clients"], params["commits"]
+    path = os.path.join(scratch, "server_commits.db")
+    _make_database(adapter, path, clients, fsync)
+    started = []
+    try:
+        with running_server(adapter.system, path, fsync, scratch) as port:
+            started = [
+                _start_client(adapter.system, port, slot, commits, scratch)
+                for slot in range(clients)
+            ]
+            for proc, _, _ in started:
+                _wait_ready(proc)
+            for proc, _, _ in started:
+                if proc.poll() is None:
+                    proc.stdin.write("go\n")
+                    proc.stdin.close()
+            results = []
+            for proc, out_path, _ in started:
+                proc.wait(timeout=CLIENT_TIMEOUT)
+                results.append(child_outcome(proc, out_path, "a commit client"))
+    finally:
+        for proc, _, log in started:
+            stop(proc)
+            log.close()
+    latencies = [x for r in results for x in r["latencies"]]
+    span = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return ok(
+        {
+            "commits_per_s": len(latencies) / span,
+            "p50_s": percentile(latencies, 0.5),
+            "p99_s": percentile(latencies, 0.99),
+        },
+        {"durability": adapter.durability(fsync), "span_s": span},
+    )

@@ -1,0 +1,548 @@
+"""``durus info``, ``durus verify``, ``durus census`` and ``durus convert``.
+
+All but ``convert`` only read the file, without taking its lock: they work on a
+file a running server is serving (they see it as it was when they started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import io
+import json
+import os
+import pickletools
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from durus.cli_common import CliError, CommandParser, format_bytes, parse, run_command
+from durus.cli_progress import Progress
+from durus.cli_scan import ROOT_OID, ScanResult, scan_file
+
+__all__ = ["census_main", "convert_main", "info_main", "verify_main"]
+
+EXIT_DAMAGED = 1
+
+
+def _oid_number(oid: bytes) -> int:
+    return int.from_bytes(oid, "big")
+
+
+def _add_progress_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress", dest="progress", action="store_true", default=None,
+        help="always show a progress bar on standard error",
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false",
+        help="never show a progress bar (default: shown on a terminal only)",
+    )
+
+
+def open_scan(path: str) -> ScanResult:
+    """Scan ``path``; formats the tools cannot read are a ``CliError``."""
+    if not os.path.exists(path):
+        raise CliError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CliError(f"{path} is a directory, not a database file")
+    try:
+        scan = scan_file(path)
+    except PermissionError:
+        raise CliError(f"{path}: permission denied") from None
+    if scan.format in ("SHELF-1", "DFS20"):
+        return scan
+    scan.close()
+    if scan.format == "SQLite":
+        raise CliError(f"{path} is a Durus 4.3 SqliteStorage database: SQLite storages are "
+                       "not supported yet")
+    if scan.format == "empty":
+        raise CliError(f"{path} is an empty file, not a Durus database")
+    raise CliError(f"{path} is not a Durus database (unknown storage type)")
+
+
+# -- reading records ---------------------------------------------------------
+
+
+def split_data(data: bytes) -> tuple[str, bytes, bool]:
+    """``(class name, state pickle, compressed)`` of a record's data field.
+
+    Reads the pickles with ``pickletools`` (nothing is imported or executed);
+    ``ValueError`` if they are not well-formed.
+    """
+    class_name = "?"
+    stream = io.BytesIO(data)
+    try:
+        for opcode, arg, _position in pickletools.genops(stream):
+            if class_name == "?" and opcode.name in ("GLOBAL", "INST") and arg:
+                class_name = str(arg).replace(" ", ".")
+            if opcode.name == "STOP":
+                break
+        else:
+            raise ValueError("the class pickle has no end")
+    except ValueError:
+        raise
+    except Exception as error:
+        raise ValueError(f"the class pickle is malformed: {error}") from None
+    rest = data[stream.tell():]
+    compressed = False
+    if rest[:1] == b"\x78":
+        try:
+            rest = zlib.decompress(rest)
+            compressed = True
+        except zlib.error:
+            pass
+    return class_name, rest, compressed
+
+
+def check_state_pickle(state: bytes) -> None:
+    """``ValueError`` unless ``state`` is exactly one well-formed pickle."""
+    stream = io.BytesIO(state)
+    try:
+        for opcode, _arg, _position in pickletools.genops(stream):
+            if opcode.name == "STOP":
+                break
+        else:
+            raise ValueError("the state pickle has no end")
+    except ValueError as error:
+        raise ValueError(f"the state pickle is malformed: {error}") from None
+    except Exception as error:
+        raise ValueError(f"the state pickle is malformed: {error}") from None
+    if stream.tell() != len(state):
+        raise ValueError(f"{len(state) - stream.tell()} stray bytes follow the state pickle")
+
+
+def record_parts(record: bytes) -> tuple[bytes, list[bytes]]:
+    """``(data, refs)`` of a record already checked by the scanner."""
+    data_end = 12 + int.from_bytes(record[8:12], "big")
+    trailer = record[data_end:]
+    return record[12:data_end], [trailer[i:i + 8] for i in range(0, len(trailer), 8)]
+
+
+class Walk:
+    """Every object reachable from the root, in ascending oid order per frontier."""
+
+    def __init__(self, scan: ScanResult) -> None:
+        self.scan = scan
+        self.reachable = 0
+        self.live_bytes = 0
+        self.dangling: list[tuple[bytes, bytes]] = []  # (missing oid, referrer)
+        self.unreadable: list[tuple[bytes, str]] = []
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes, bytes, list[bytes]]]:
+        """``(oid, record, data, refs)`` of each readable reachable object."""
+        scan = self.scan
+        if ROOT_OID not in scan.index:
+            return
+        todo = [ROOT_OID]
+        seen = {ROOT_OID}
+        while todo:
+            oid = heapq.heappop(todo)
+            try:
+                record = scan.read_record(oid)
+            except (ValueError, OSError) as error:
+                self.unreadable.append((oid, str(error)))
+                continue
+            self.reachable += 1
+            self.live_bytes += scan.item_size(oid)
+            data, refs = record_parts(record)
+            for ref in refs:
+                if ref in seen:
+                    continue
+                seen.add(ref)
+                if ref in scan.index:
+                    heapq.heappush(todo, ref)
+                else:
+                    self.dangling.append((ref, oid))
+            yield oid, record, data, refs
+
+
+# -- info ---------------------------------------------------------------------
+
+
+def build_info_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="durus info",
+        description="Describe a database file: format, size, objects, transactions, "
+        "garbage and the time of the last change. Reads the file only (works on a file "
+        "a server is serving).",
+    )
+    parser.add_argument("file", metavar="FILE", help="the database file")
+    parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+    _add_progress_options(parser)
+    return parser
+
+
+FORMAT_NAMES = {
+    "SHELF-1": "SHELF-1 (FileStorage)",
+    "DFS20": "DFS20 (legacy FileStorage2; `durus convert` turns it into SHELF-1)",
+}
+
+
+def gather_info(path: str, progress: bool | None = None) -> dict[str, Any]:
+    with open_scan(path) as scan:
+        walk = Walk(scan)
+        with Progress("reading", total=len(scan.index), enabled=progress) as bar:
+            for _item in walk:
+                bar.advance()
+        garbage = max(0, scan.size - walk.live_bytes - scan.overhead)
+        return {
+            "file": path,
+            "format": scan.format,
+            "size": scan.size,
+            "objects": walk.reachable,
+            "stored_oids": len(scan.index),
+            "object_versions": scan.items,
+            "transactions": scan.transactions,
+            "garbage_bytes": garbage,
+            "last_change": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(scan.mtime)),
+            "problems": len(scan.errors) + len(walk.dangling) + len(walk.unreadable),
+            "incomplete_tail": any(f.kind == "incomplete-tail" for f in scan.findings),
+        }
+
+
+def _info(options: argparse.Namespace) -> None:
+    facts = gather_info(options.file, options.progress)
+    if options.json:
+        print(json.dumps(facts, indent=2, sort_keys=True))
+        return
+    size = facts["size"]
+    share = f", {100 * facts['garbage_bytes'] / size:.0f}% of the file" if size else ""
+    lines = [
+        ("file", facts["file"]),
+        ("format", FORMAT_NAMES.get(facts["format"], facts["format"])),
+        ("size", format_bytes(size)),
+        ("objects", f"{facts['objects']} reachable from the root"
+                    f" ({facts['stored_oids']} oids stored)"),
+        ("transactions", f"{facts['transactions']} ({facts['object_versions']} object "
+                         "versions written)"),
+        ("garbage", f"about {format_bytes(facts['garbage_bytes'])}{share}; "
+                    "`durus pack` reclaims it"),
+        ("last change", f"{facts['last_change']} (file modification time)"),
+    ]
+    if facts["incomplete_tail"]:
+        lines.append(("note", "the file ends with an incomplete transaction "
+                              "(`durus verify` says more)"))
+    if facts["problems"]:
+        lines.append(("problems", f"{facts['problems']} found: run `durus verify "
+                                  f"{facts['file']}`"))
+    for label, value in lines:
+        print(f"{label + ':':14}{value}")
+
+
+def info_main(argv: Sequence[str] | None = None) -> int:
+    options = parse(build_info_parser(), argv)
+    return run_command(lambda: _info(options))
+
+
+# -- verify -------------------------------------------------------------------
+
+
+def build_verify_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="durus verify",
+        description="Check a database file: its structure, every record reachable from "
+        "the root, their pickles and references. Exit status 0 when it is healthy, 1 "
+        "when damage was found. Reads the file only (works on a file a server is "
+        "serving).",
+    )
+    parser.add_argument("file", metavar="FILE", help="the database file")
+    parser.add_argument(
+        "--load", action="store_true",
+        help="also unpickle every object state, importing the application classes "
+        "(they must be importable: see --path)",
+    )
+    parser.add_argument(
+        "--path", action="append", default=[], metavar="DIR",
+        help="add DIR to the module search path for --load (repeatable)",
+    )
+    parser.add_argument(
+        "--max-reports", type=int, default=20, metavar="N",
+        help="list at most N problems of each kind (default: 20)",
+    )
+    _add_progress_options(parser)
+    return parser
+
+
+def _make_loader() -> Callable[[bytes], None]:
+    from durus.serialize import ObjectReader
+
+    def load(data: bytes) -> None:
+        reader = ObjectReader(None)  # a fresh one: a failed load may leave state behind
+        reader.get_ghost(data)
+        reader.get_state(data)
+
+    return load
+
+
+def _verify(options: argparse.Namespace) -> int:
+    sys.path[:0] = [os.path.abspath(p) for p in options.path]
+    problems: dict[str, list[str]] = {}
+
+    def report(kind: str, message: str) -> None:
+        problems.setdefault(kind, []).append(message)
+
+    load = _make_loader() if options.load else None
+    missing_modules: dict[str, list[Any]] = {}
+    with open_scan(options.file) as scan:
+        warnings = [f for f in scan.findings if f.severity == "warning"]
+        for finding in scan.errors:
+            report("structural damage", str(finding).removeprefix("error: "))
+        walk = Walk(scan)
+        checked = 0
+        with Progress("verifying", total=len(scan.index), enabled=options.progress) as bar:
+            for oid, _record, data, _refs in walk:
+                checked += 1
+                bar.advance()
+                try:
+                    class_name, state, _compressed = split_data(data)
+                    check_state_pickle(state)
+                except ValueError as error:
+                    report("unpicklable records", f"oid {_oid_number(oid)}: {error}")
+                    continue
+                if load is not None:
+                    try:
+                        load(data)
+                    except ImportError as error:
+                        missing = missing_modules.setdefault(str(error), [0, oid])
+                        missing[0] += 1
+                    except Exception as error:
+                        report("unpicklable records",
+                               f"oid {_oid_number(oid)} ({class_name}): cannot be loaded: "
+                               f"{type(error).__name__}: {error}")
+        if ROOT_OID not in scan.index and scan.index:
+            report("structural damage", "the root object (oid 0) is missing")
+        for message, (count, first_oid) in sorted(missing_modules.items()):
+            report("objects whose classes cannot be imported",
+                   f"{message}: {count} object{'s' if count != 1 else ''} (the first is oid "
+                   f"{_oid_number(first_oid)}); put the application's modules on the path "
+                   "(--path DIR)")
+        for bad_oid, reason in walk.unreadable:
+            report("unreadable records", f"oid {_oid_number(bad_oid)}: {reason}")
+        for absent_oid, referrer in walk.dangling:
+            report("dangling references",
+                   f"oid {_oid_number(absent_oid)}, referred to by oid {_oid_number(referrer)}, "
+                   "has no record")
+        print(f"{options.file}: {scan.format}, {format_bytes(scan.size)}, {checked} "
+              f"reachable objects checked{' and loaded' if load else ''}")
+        if ROOT_OID not in scan.index and not scan.index:
+            print("no objects yet: a new, empty database")
+        for warning in warnings:
+            print(f"warning: {str(warning).removeprefix('warning: ')}")
+    total = 0
+    for kind, messages in problems.items():
+        total += len(messages)
+        print(f"{kind}: {len(messages)}")
+        for message in messages[: options.max_reports]:
+            print(f"  {message}")
+        if len(messages) > options.max_reports:
+            print(f"  ... and {len(messages) - options.max_reports} more")
+    if total:
+        print(f"DAMAGED: {total} problem{'s' if total != 1 else ''} found")
+        return EXIT_DAMAGED
+    print("OK: no problems found")
+    return 0
+
+
+def verify_main(argv: Sequence[str] | None = None) -> int:
+    options = parse(build_verify_parser(), argv)
+    return run_command(lambda: _verify(options))
+
+
+# -- census -------------------------------------------------------------------
+
+
+def build_census_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="durus census",
+        description="Count the objects reachable from the root, and the bytes their "
+        "records take, per class. Reads the file only.",
+    )
+    parser.add_argument("file", metavar="FILE", help="the database file")
+    parser.add_argument("--json", action="store_true", help="print the census as JSON")
+    _add_progress_options(parser)
+    return parser
+
+
+def gather_census(path: str, progress: bool | None = None) -> dict[str, dict[str, int]]:
+    census: dict[str, dict[str, int]] = {}
+    with open_scan(path) as scan:
+        walk = Walk(scan)
+        with Progress("counting", total=len(scan.index), enabled=progress) as bar:
+            for _oid, record, data, _refs in walk:
+                bar.advance()
+                try:
+                    class_name = split_data(data)[0]
+                except ValueError:
+                    class_name = "?"
+                entry = census.setdefault(class_name, {"objects": 0, "bytes": 0})
+                entry["objects"] += 1
+                entry["bytes"] += len(record)
+    return census
+
+
+def _census(options: argparse.Namespace) -> None:
+    census = gather_census(options.file, options.progress)
+    if options.json:
+        print(json.dumps(census, indent=2, sort_keys=True))
+        return
+    rows = sorted(census.items(), key=lambda item: (-item[1]["bytes"], item[0]))
+    width = max([len("class"), *(len(name) for name in census)])
+    print(f"{'class':<{width}}  {'objects':>9}  {'bytes':>12}")
+    for name, entry in rows:
+        print(f"{name:<{width}}  {entry['objects']:>9}  {entry['bytes']:>12}")
+    objects = sum(entry["objects"] for entry in census.values())
+    size = sum(entry["bytes"] for entry in census.values())
+    print(f"{'total':<{width}}  {objects:>9}  {size:>12}")
+
+
+def census_main(argv: Sequence[str] | None = None) -> int:
+    options = parse(build_census_parser(), argv)
+    return run_command(lambda: _census(options))
+
+
+# -- convert ------------------------------------------------------------------
+
+
+def build_convert_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="durus convert",
+        description="Convert a legacy DFS20 (FileStorage2) database into the SHELF-1 "
+        "format. With OLD and NEW, OLD is left untouched and NEW must not exist. With "
+        "only OLD, OLD is first copied to OLD.dfs20 (which must not exist) and then "
+        "replaced by the converted database. Only the objects reachable from the root "
+        "are copied, byte for byte.",
+    )
+    parser.add_argument("old", metavar="OLD", help="the DFS20 database")
+    parser.add_argument("new", metavar="NEW", nargs="?", default=None,
+                        help="the SHELF-1 file to write (must not exist)")
+    _add_progress_options(parser)
+    return parser
+
+
+@contextlib.contextmanager
+def _exclusive(path: str) -> Iterator[None]:
+    """Hold the writer lock of ``path`` (no Durus process may write it meanwhile)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock check
+        yield
+        return
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CliError(f"{path} is in use by another process (a running Durus "
+                           "server?): stop it first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def write_shelf(target: str, scan: ScanResult, progress: bool | None) -> int:
+    """Write the objects reachable in ``scan`` into a new SHELF-1 file; returns their count."""
+    from durus.file_storage import FileStorage
+
+    walk = Walk(scan)
+    oids: list[bytes] = []
+    with Progress("reading", total=len(scan.index), enabled=progress) as bar:
+        for oid, _record, _data, _refs in walk:
+            oids.append(oid)
+            bar.advance()
+    problems = [f"oid {_oid_number(oid)}: {error}" for oid, error in walk.unreadable]
+    problems += [f"oid {_oid_number(missing)} (referred to by oid {_oid_number(referrer)}) "
+                 "has no record" for missing, referrer in walk.dangling]
+    if scan.errors or problems:
+        first = (problems or [str(f) for f in scan.errors])[0]
+        raise CliError(f"{scan.path} is damaged ({first}); nothing was written: see "
+                       f"`durus verify {scan.path}`")
+    storage = FileStorage(target)
+    try:
+        # A new file accepts records only for oids it handed out itself (or oid 0):
+        # draw oids up to the largest one copied; the unused ones stay free.
+        highest = max((_oid_number(oid) for oid in oids), default=0)
+        for _attempt in range(highest + 1):
+            if _oid_number(storage.new_oid()) >= highest:
+                break
+        batch = 0
+        storage.begin()
+        with Progress("writing", total=len(oids), enabled=progress) as bar:
+            for oid in oids:
+                record = scan.read_record(oid)
+                storage.store(oid, record)
+                batch += len(record)
+                bar.advance()
+                if batch > 8_000_000:
+                    storage.end()
+                    storage.begin()
+                    batch = 0
+            storage.end()
+    except ValueError as error:
+        raise CliError(f"writing {target} failed: {error}") from None
+    finally:
+        storage.close()
+    return len(oids)
+
+
+def check_copy(target: str, scan: ScanResult) -> None:
+    """Every reachable record of ``scan`` must be in ``target``, byte for byte."""
+    with scan_file(target) as copy:
+        if copy.errors:
+            raise CliError(f"the converted file {target} failed its check: {copy.errors[0]}")
+        for oid, record, _data, _refs in Walk(scan):
+            try:
+                same = copy.read_record(oid) == record
+            except (KeyError, ValueError):
+                same = False
+            if not same:
+                raise CliError(f"the converted file {target} differs from the original at "
+                               f"oid {_oid_number(oid)}")
+
+
+def _convert(options: argparse.Namespace) -> None:
+    old, new = options.old, options.new
+    with open_scan(old) as scan:
+        if scan.format == "SHELF-1":
+            raise CliError(f"{old} is already a SHELF-1 database: nothing to convert")
+        with _exclusive(old):
+            in_place = new is None
+            backup = f"{old}.dfs20"
+            final = old if in_place else new
+            if in_place and os.path.exists(backup):
+                raise CliError(f"{backup} exists: move it away first (it would be the "
+                               f"backup of {old})")
+            if not in_place and os.path.exists(new):
+                raise CliError(f"{new} exists: choose a new file name (convert never "
+                               "overwrites)")
+            partial = f"{final}.converting"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            try:
+                count = write_shelf(partial, scan, options.progress)
+                check_copy(partial, scan)
+                if in_place:
+                    shutil.copy2(old, backup)
+                    os.replace(partial, old)
+                else:
+                    # A hard link refuses to replace a file created meanwhile.
+                    os.link(partial, new)
+                    os.unlink(partial)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)
+                raise
+    dropped = len(scan.index) - count
+    print(f"converted {old} (DFS20) into {final} (SHELF-1): {count} objects copied"
+          + (f", {dropped} unreachable ones left out" if dropped else ""))
+    if in_place:
+        print(f"the original file is kept as {backup}")
+
+
+def convert_main(argv: Sequence[str] | None = None) -> int:
+    options = parse(build_convert_parser(), argv)
+    return run_command(lambda: _convert(options))

@@ -1,0 +1,214 @@
+"""``durus -c``: an interactive Python console on a Durus database."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from code import InteractiveConsole
+from collections.abc import Sequence
+from pprint import pprint
+from types import ModuleType
+from typing import Any
+
+from durus.cli_common import (
+    CliError,
+    CommandParser,
+    add_address_options,
+    describe_address,
+    non_negative_int,
+    open_storage,
+    parse,
+    run_command,
+)
+
+__all__ = ["client_main", "configure_readline", "interactive_client"]
+
+HISTORY_FILE = "~/.durushistory"
+
+
+def build_parser(prog: str = "durus -c") -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog=prog,
+        description="An interactive Python console with a connection to a Durus database: "
+        "through a running server (the default), or straight on a file (--file).",
+    )
+    parser.add_argument(
+        "--file", default=None, metavar="FILE",
+        help="open FILE directly instead of connecting to a server",
+    )
+    parser.add_argument(
+        "--storage-class", dest="storage_class", default=None, metavar="MODULE.CLASS",
+        help="storage class to open FILE with (default: chosen from the file's format)",
+    )
+    add_address_options(parser, "of the server")
+    parser.add_argument(
+        "--wait", default=0, type=non_negative_int, metavar="SECONDS",
+        help="wait up to SECONDS for the server to start listening (default: 0)",
+    )
+    parser.add_argument(
+        "--cache_size", "--cache-size", dest="cache_size", default=10000,
+        type=non_negative_int, metavar="N",
+        help="number of objects the connection's cache aims to keep (default: 10000)",
+    )
+    parser.add_argument(
+        "--repair", action="store_true",
+        help="with --file: truncate a malformed tail of the file while opening it",
+    )
+    parser.add_argument(
+        "--readonly", action="store_true",
+        help="with --file: open the file read-only (works while a server serves it)",
+    )
+    parser.add_argument(
+        "--startup", default=os.environ.get("DURUSSTARTUP", ""), metavar="FILE",
+        help="a Python file run in the console's namespace before the first prompt "
+        "(default: $DURUSSTARTUP)",
+    )
+    return parser
+
+
+def configure_readline(namespace: dict[str, Any], history_path: str) -> None:
+    """Tab completion on ``namespace`` and a persistent history in ``history_path``."""
+    try:
+        import atexit
+        import readline
+        import rlcompleter
+    except ImportError:  # no readline on this platform: a plain console still works
+        return
+    readline.set_completer(rlcompleter.Completer(namespace).complete)
+    if "libedit" in (getattr(readline, "__doc__", "") or ""):
+        readline.parse_and_bind("bind ^I rl_complete")
+    else:
+        readline.parse_and_bind("tab: complete")
+    try:
+        readline.read_history_file(history_path)
+    except OSError:  # no history yet, or unreadable
+        pass
+
+    def save_history() -> None:
+        try:
+            readline.write_history_file(history_path)
+        except OSError:
+            pass
+
+    atexit.register(save_history)
+
+
+def connect_to_server(address: Any, wait: float = 0) -> Any:
+    """A ``ClientStorage`` on the server at ``address``, or ``CliError``."""
+    from durus.client_storage import ClientStorage
+    from durus.error import DurusError
+
+    where = describe_address(address)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            probe = address.get_connected_socket()
+        except OSError as error:
+            raise CliError(f"cannot connect to {where}: {error.strerror or error}") from None
+        if probe is not None:
+            probe.close()
+            break
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"no Durus server is listening on {where} (start one with `durus -s`, or "
+                "open a file directly with --file)"
+            )
+        time.sleep(0.2)
+    try:
+        return ClientStorage(address=address)
+    except (OSError, DurusError, EOFError) as error:
+        raise CliError(
+            f"{where} does not answer as a Durus server: {error or type(error).__name__}"
+        ) from None
+
+
+def banner(description: str) -> str:
+    return (
+        f"Durus console on {description}\n"
+        "  root        the root object, a PersistentDict\n"
+        "  connection  commit(), abort(), pack(); get(oid) fetches any object\n"
+        "  pp          pretty-prints; sys, os, int8_to_str, str_to_int8 are imported\n"
+        "Changes are saved by connection.commit(); Control-D leaves."
+    )
+
+
+def interactive_client(
+    file: str | None,
+    address: Any,
+    cache_size: int,
+    readonly: bool,
+    repair: bool,
+    startup: str | None,
+    storage_class: str | None = None,
+    wait: float = 0,
+) -> None:
+    """Open the storage (``file``, else the server at ``address``) and run the console."""
+    from durus.connection import Connection
+    from durus.storage_server import SocketAddress
+    from durus.utils import int8_to_str, str_to_int8
+
+    if startup:
+        startup = os.path.expanduser(startup)
+        if not os.path.isfile(startup):
+            raise CliError(f"startup file {startup} does not exist")
+    if file:
+        storage = open_storage(file, storage_class, readonly=readonly, repair=repair)
+        description = f"{file}{' (read-only)' if readonly else ''}"
+    else:
+        socket_address = SocketAddress.new(address)
+        storage = connect_to_server(socket_address, wait)
+        description = describe_address(socket_address)
+    try:
+        try:
+            connection = Connection(storage, cache_size=cache_size)
+        except Exception as error:
+            raise CliError(f"cannot open the database: {error or type(error).__name__}") \
+                from None
+        console_module = ModuleType("__console__")
+        sys.modules["__console__"] = console_module
+        namespace = vars(console_module)
+        namespace.update(
+            connection=connection,
+            root=connection.get_root(),
+            get=connection.get,
+            sys=sys,
+            os=os,
+            int8_to_str=int8_to_str,
+            str_to_int8=str_to_int8,
+            pp=pprint,
+        )
+        configure_readline(namespace, os.path.expanduser(HISTORY_FILE))
+        console = InteractiveConsole(namespace, filename="<durus>")
+        if startup:
+            with open(startup, encoding="utf-8") as f:
+                source = f.read()
+            try:
+                code = compile(source, startup, "exec")
+            except (SyntaxError, ValueError):
+                console.showsyntaxerror(startup)
+            else:
+                console.runcode(code)
+        console.interact(banner(description), exitmsg="")
+    finally:
+        storage.close()
+
+
+def client_main(argv: Sequence[str] | None = None) -> int:
+    """``durus -c [options]``; ``argv`` excludes the mode (default ``sys.argv[1:]``)."""
+    options = parse(build_parser(), argv)
+    return run_command(lambda: _client(options))
+
+
+def _client(options: argparse.Namespace) -> None:
+    if options.file is None:
+        if options.readonly or options.repair:
+            raise CliError("--readonly and --repair apply to --file only")
+        address = getattr(options, "address", None) or (options.host, options.port)
+    else:
+        address = None
+    interactive_client(
+        options.file, address, options.cache_size, options.readonly, options.repair,
+        options.startup, options.storage_class, wait=options.wait,
+    )

@@ -1,0 +1,149 @@
+"""``durus -p`` and ``durus pack FILE``: remove unreachable objects from a database."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from durus.cli_common import (
+    CliError,
+    CommandParser,
+    add_address_options,
+    describe_address,
+    format_bytes,
+    non_negative_int,
+    open_storage,
+    parse,
+    run_command,
+)
+from durus.cli_progress import Progress
+
+__all__ = ["pack_file", "pack_main", "pack_server", "pack_storage_main"]
+
+
+def _add_progress_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress", dest="progress", action="store_true", default=None,
+        help="always show a progress bar on standard error",
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false",
+        help="never show a progress bar (default: shown on a terminal only)",
+    )
+
+
+def build_parser(prog: str = "durus -p") -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog=prog,
+        description="Pack a Durus database: a file directly (--file), or the database of "
+        "a running server (the default). Packing removes the objects no longer "
+        "reachable from the root; the previous file is kept as FILE.prepack.",
+    )
+    parser.add_argument(
+        "--file", default=None, metavar="FILE",
+        help="pack FILE in this process (it must not be in use by a server)",
+    )
+    add_address_options(parser, "of the server")
+    parser.add_argument(
+        "--wait", default=0, type=non_negative_int, metavar="SECONDS",
+        help="wait up to SECONDS for the server to start listening (default: 0)",
+    )
+    _add_progress_options(parser)
+    return parser
+
+
+def build_file_parser(prog: str = "durus pack") -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog=prog,
+        description="Pack a database file in this process (the same as durus -p --file "
+        "FILE): remove the objects no longer reachable from the root. The previous "
+        "file is kept as FILE.prepack.",
+    )
+    parser.add_argument("file", metavar="FILE", help="the database file")
+    _add_progress_options(parser)
+    return parser
+
+
+def pack_file(file: str, progress: bool | None = None) -> tuple[int, int]:
+    """Pack ``file`` in this process; returns its sizes before and after."""
+    from durus.connection import Connection
+
+    storage = open_storage(
+        file, must_exist=True,
+        locked_hint="ask that server to pack it instead (durus -p with its --port or "
+        "--address)",
+    )
+    try:
+        before = os.path.getsize(file)
+        Connection(storage)  # Durus 4.3 creates the root of a root-less file here too
+        with Progress(f"packing {file}", enabled=progress) as bar:
+
+            def report(phase: str, done: int, total: int) -> None:
+                bar.label = f"packing ({phase})"
+                bar.set_total(total or None)
+                bar.done = done
+                bar.advance(0)
+
+            try:
+                packer = storage.get_packer(report)
+            except TypeError:  # a storage class whose packer reports no progress
+                packer = storage.get_packer()
+            if packer is None:
+                storage.pack()
+            else:
+                for _step in packer:
+                    pass
+    finally:
+        storage.close()
+    return before, os.path.getsize(file)
+
+
+def pack_server(address: object, wait: float = 0) -> None:
+    """Ask the server at ``address`` to pack (it packs in the background)."""
+    from durus.cli_client import connect_to_server
+    from durus.connection import Connection
+    from durus.storage_server import SocketAddress
+
+    storage = connect_to_server(SocketAddress.new(address), wait)
+    try:
+        Connection(storage).pack()
+    finally:
+        storage.close()
+
+
+def pack_storage_main(argv: Sequence[str] | None = None) -> int:
+    """``durus -p [options]``; ``argv`` excludes the mode (default ``sys.argv[1:]``)."""
+    options = parse(build_parser(), argv)
+    return run_command(lambda: _pack(options))
+
+
+def pack_main(argv: Sequence[str] | None = None) -> int:
+    """``durus pack FILE``."""
+    options = parse(build_file_parser(), argv)
+    return run_command(lambda: _pack(options))
+
+
+def _pack(options: argparse.Namespace) -> None:
+    if options.file is not None:
+        before, after = pack_file(options.file, options.progress)
+        sys.stdout.write(
+            f"packed {options.file}: {format_bytes(before)} -> {format_bytes(after)}\n"
+        )
+        return
+    from durus.storage_server import SocketAddress
+
+    address = getattr(options, "address", None) or (options.host, options.port)
+    socket_address = SocketAddress.new(address)
+    try:
+        pack_server(socket_address, options.wait)
+    except CliError:
+        raise
+    except (OSError, EOFError) as error:
+        raise CliError(f"the server at {describe_address(socket_address)} failed to "
+                       f"pack: {error}") from None
+    sys.stdout.write(
+        f"asked the server at {describe_address(socket_address)} to pack; it packs in "
+        "the background\n"
+    )

@@ -1,0 +1,241 @@
+"""``durus -s``: run a storage server, or stop one with ``--stop``."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from durus.cli_common import (
+    CliError,
+    CommandParser,
+    add_address_options,
+    cli_int,
+    configure_logging,
+    describe_address,
+    make_address,
+    non_negative_int,
+    open_storage,
+    parse,
+    run_command,
+)
+
+__all__ = ["run_durus_main", "start_durus", "stop_durus"]
+
+logger = logging.getLogger("durus")
+
+
+def build_parser(prog: str = "durus -s") -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog=prog,
+        description="Run a Durus storage server on one database file, or stop a running "
+        "one (--stop). Clients connect with `durus -c` or ClientStorage.",
+    )
+    parser.add_argument(
+        "--file", default=None, metavar="FILE",
+        help="the database file, created if missing (default: a new temporary file, "
+        "removed when the server stops)",
+    )
+    parser.add_argument(
+        "--storage-class", dest="storage_class", default=None, metavar="MODULE.CLASS",
+        help="storage class to open FILE with (default: chosen from the file's format)",
+    )
+    add_address_options(parser, "to listen on", socket_file_options=True)
+    parser.add_argument(
+        "--gcbytes", default=0, type=non_negative_int, metavar="BYTES",
+        help="start an incremental pack after this many bytes have been committed "
+        "(default: 0, never)",
+    )
+    parser.add_argument(
+        "--logfile", default=None, metavar="FILE",
+        help="append the log to FILE (default: standard error)",
+    )
+    parser.add_argument(
+        "--redirect-output", action="store_true",
+        help="with --logfile, also send the process's own standard output and error "
+        "there (what Durus 4.3 always did)",
+    )
+    parser.add_argument(
+        "--logginglevel", default=logging.INFO, type=cli_int, metavar="LEVEL",
+        help="log records of this level and above; lower numbers log more "
+        "(default: 20, informational)",
+    )
+    parser.add_argument(
+        "--repair", action="store_true",
+        help="truncate a malformed tail of the file while opening it",
+    )
+    parser.add_argument(
+        "--readonly", action="store_true",
+        help="open the file read-only: clients can read but not commit",
+    )
+    parser.add_argument(
+        "--stop", action="store_true",
+        help="do not serve: ask the server at this address to stop, and wait until it has",
+    )
+    return parser
+
+
+def stop_durus(address: Any) -> bool:
+    """Ask the server at ``address`` to quit; False if nothing listens there.
+
+    Waits (up to 30 seconds) until the address refuses connections.
+    """
+    return _request_stop(address) != "not running"
+
+
+def _request_stop(address: Any, timeout: float = 30.0) -> str:
+    """``"stopped"``, ``"not running"`` or ``"still running"`` (the request was refused)."""
+    from durus.storage_server import SocketAddress
+
+    socket_address = SocketAddress.new(address)
+    try:
+        sock = socket_address.get_connected_socket()
+    except OSError:
+        sock = None
+    if sock is None:
+        logger.info("Durus server %s doesn't seem to be running.", socket_address)
+        return "not running"
+    try:
+        sock.sendall(b"Q")
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            sock = socket_address.get_connected_socket()
+        except OSError:
+            return "stopped"
+        if sock is None:
+            return "stopped"
+        sock.close()
+    return "still running"
+
+
+def _listen_error(error: OSError, address: Any) -> CliError:
+    where = describe_address(address)
+    if error.errno == errno.EADDRINUSE:
+        return CliError(
+            f"cannot listen on {where}: the address is already in use (another Durus "
+            f"server? `durus -s --stop` with the same address options stops it)"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return CliError(f"cannot listen on {where}: permission denied")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return CliError(f"cannot listen on {where}: no such address on this machine")
+    if isinstance(error, socket.gaierror):
+        return CliError(f"cannot listen on {where}: unknown host")
+    return CliError(f"cannot listen on {where}: {error.strerror or error}")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def start_durus(
+    logfile: str | None,
+    logginglevel: int,
+    address: Any,
+    storage: Any,
+    gcbytes: int,
+) -> None:
+    """Log to ``logfile`` (None: stderr) and serve ``storage`` at ``address`` until stopped.
+
+    Returns when a client sends the quit request (``durus -s --stop``) or on
+    Control-C / SIGTERM; the storage is closed either way (a temporary file is
+    removed).
+    """
+    from durus.storage_server import SocketAddress, StorageServer
+
+    old_term = None
+    if sys.platform != "win32":
+        old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        configure_logging(logginglevel, logfile)
+        socket_address = SocketAddress.new(address)
+        get_filename = getattr(storage, "get_filename", None)
+        if get_filename is not None:
+            logger.info("Storage file=%s address=%s", get_filename(), socket_address)
+        server = StorageServer(storage, address=socket_address, gcbytes=gcbytes)
+        server.serve()
+    except KeyboardInterrupt:
+        logger.info("Stopped by a signal.")
+    except SystemExit as stop:
+        # The quit request ends serve() this way (Durus 4.3's protocol handler).
+        if stop.code not in (None, 0):
+            raise
+    except OSError as error:
+        if error.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM,
+                           errno.EADDRNOTAVAIL) or isinstance(error, socket.gaierror):
+            raise _listen_error(error, socket_address) from None
+        logger.critical("The server stopped on an unexpected error", exc_info=True)
+        raise CliError(f"the server stopped on an unexpected error: {error}") from None
+    except Exception as error:
+        # A defect, not a user error: the traceback goes to the log (--logfile too).
+        logger.critical("The server stopped on an unexpected error", exc_info=True)
+        raise CliError(f"the server stopped on an unexpected error: {error!r} (details "
+                       "in the log)") from None
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        try:
+            storage.close()
+        except Exception:  # already closed by the quit request
+            pass
+
+
+def run_durus_main(argv: Sequence[str] | None = None) -> int:
+    """``durus -s [options]``; ``argv`` excludes the mode (default ``sys.argv[1:]``)."""
+    options = parse(build_parser(), argv)
+    return run_command(lambda: _serve(options))
+
+
+def _serve(options: argparse.Namespace) -> int:
+    address = make_address(options)
+    where = describe_address(address)
+    if options.stop:
+        outcome = _request_stop(address)
+        if outcome == "stopped":
+            sys.stderr.write(f"durus: stopped the server at {where}\n")
+            return 0
+        if outcome == "not running":
+            raise CliError(f"no Durus server is listening on {where}")
+        raise CliError(f"the server at {where} did not stop (a Durus server obeys stop "
+                       "requests from its own machine only)")
+    if not getattr(options, "address", None) and any(
+        getattr(options, name, None) is not None for name in ("owner", "group", "umask")
+    ):
+        raise CliError("--owner, --group and --umask apply to a socket file (--address)")
+    if options.readonly and options.file is None:
+        raise CliError("--readonly needs --file: a new temporary database is empty")
+    if options.redirect_output and options.logfile is None:
+        raise CliError("--redirect-output needs --logfile")
+    configure_logging(options.logginglevel, options.logfile)  # fails early on a bad --logfile
+    try:
+        already = address.get_connected_socket()
+    except OSError:
+        already = None
+    if already is not None:
+        already.close()
+        raise _listen_error(OSError(errno.EADDRINUSE, "in use"), address)
+    storage = open_storage(
+        options.file, options.storage_class, repair=options.repair, readonly=options.readonly
+    )
+    if options.redirect_output:
+        try:
+            stream = open(options.logfile, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        except OSError as error:
+            storage.close()
+            raise CliError(f"cannot open the log file {options.logfile}: "
+                           f"{error.strerror or error}") from None
+        sys.stdout = sys.stderr = stream
+    start_durus(options.logfile, options.logginglevel, address, storage, options.gcbytes)
+    return 0

@@ -1,0 +1,241 @@
+"""A real server process: sessions, addresses, stats, stop, pack, read-only."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+from durus.client_storage import ClientStorage, RequestRefusedError
+from durus.persistent_dict import PersistentDict
+from durus.persistent_list import PersistentList
+from durus.storage_server import (
+    DEFAULT_GCBYTES,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    STATUS_INVALID,
+    STATUS_KEYERROR,
+    STATUS_OKAY,
+    TIMEOUT,
+    ClientError,
+    HostPortAddress,
+    InheritedSocket,
+    SocketAddress,
+    StorageServer,
+    UnixAbstractAddress,
+    UnixDomainSocketAddress,
+    stop_allowed,
+    wait_for_server,
+)
+from durus.wire_protocol import DurusConnectionError
+
+
+def test_durus_4_3_names_are_importable():
+    assert (STATUS_OKAY, STATUS_KEYERROR, STATUS_INVALID) == (b"O", b"K", b"I")
+    assert (TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_GCBYTES) == (10, "127.0.0.1", 2972, 0)
+    assert issubclass(ClientError, Exception)
+    assert StorageServer.protocol == b"\x00\x00\x00\x01"
+    assert callable(wait_for_server)
+    for cls in (HostPortAddress, UnixAbstractAddress, UnixDomainSocketAddress, InheritedSocket):
+        assert issubclass(cls, SocketAddress)
+
+
+def test_server_binds_loopback_by_default():
+    from durus.storage import MemoryStorage
+
+    server = StorageServer(MemoryStorage())
+    assert str(server.address) == "127.0.0.1:2972"
+    assert server.clients == [] and server.packer is None and server.bytes_since_pack == 0
+
+
+@pytest.mark.parametrize(
+    ("family", "peer", "allow", "expected"),
+    [
+        (socket.AF_INET, ("127.0.0.1", 4000), False, True),
+        (socket.AF_INET6, ("::1", 4000, 0, 0), False, True),
+        (socket.AF_UNIX, "", False, True),
+        (socket.AF_INET, ("10.1.2.3", 4000), False, False),
+        (socket.AF_INET6, ("2001:db8::5", 4000, 0, 0), False, False),
+        (socket.AF_INET, ("10.1.2.3", 4000), True, True),
+    ],
+)
+def test_stop_policy(family, peer, allow, expected):
+    assert stop_allowed(family, peer, allow) is expected
+
+
+def test_commit_and_read_back_over_tcp(start_server):
+    server = start_server()
+    connection = server.connection()
+    root = connection.get_root()
+    root["list"] = PersistentList(range(10))
+    root["dict"] = PersistentDict(a=1)
+    connection.commit()
+    info = connection.storage.server_info
+    assert info["server"] == "durus-server" and "X" in info["features"]
+    other = server.connection()
+    assert list(other.get_root()["list"]) == list(range(10))
+    assert other.get_root()["dict"]["a"] == 1
+    stats = other.storage.get_server_stats()
+    assert stats["commits"] == 2 and stats["clients"] == 2
+    connection.storage.close()
+    other.storage.close()
+
+
+def test_unix_socket_options_and_removal(start_server, tmp_path):
+    path = str(tmp_path / "durus.sock")
+    server = start_server(storage="memory", address=path, umask=0o077)
+    assert os.stat(path).st_mode & 0o777 == 0o700
+    connection = server.connection()
+    connection.get_root()["x"] = 1
+    connection.commit()
+    connection.storage.close()
+    assert server.terminate() == 0
+    assert not os.path.exists(path)
+
+
+def test_abstract_socket(start_server):
+    name = f"@durus-server-test-{os.getpid()}"
+    server = start_server(storage="memory", address=name)
+    connection = server.connection()
+    connection.get_root()["x"] = 1
+    connection.commit()
+    assert server.connection().get_root()["x"] == 1
+
+
+def test_protocol_1_client_and_extended_client_interleave(start_server):
+    server = start_server(storage="memory")
+    old = server.connection(extensions=False)
+    assert old.storage.server_info is None
+    new = server.connection()
+    old.get_root()["n"] = 1
+    old.commit()
+    new.abort()
+    new.get_root()["n"] += 1
+    new.commit()
+    old.abort()
+    assert old.get_root()["n"] == 2
+    assert server.connection(extensions=False).get_root()["n"] == 2
+
+
+def test_q_from_loopback_stops_the_server(start_server, file_digest):
+    server = start_server()
+    connection = server.connection()
+    connection.get_root()["kept"] = True
+    connection.commit()
+    connection.storage.s.sendall(b"Q")
+    assert server.proc.wait(30) == 0
+    assert "Quit requested" in server.log_text()
+    from durus.file_storage import FileStorage
+
+    storage = FileStorage(server.file)  # closed cleanly: the lock is free
+    storage.close()
+
+
+def test_sigterm_is_a_clean_shutdown(start_server):
+    server = start_server()
+    connection = server.connection()
+    connection.get_root()["x"] = 1
+    connection.commit()
+    assert server.terminate() == 0
+    assert "Stopping (signal SIGTERM)" in server.log_text()
+    with pytest.raises(DurusConnectionError):
+        connection.get_root()["x"] = 2
+        connection.commit()
+
+
+def test_stats_command_and_unknown_command(start_server, raw_session, recv_exact):
+    server = start_server(storage="memory")
+    sock = raw_session(server.address)
+    sock.sendall(b"T")
+    body = recv_exact(sock, int.from_bytes(recv_exact(sock, 4), "big"))
+    stats = json.loads(body)
+    assert stats["clients"] == 1 and "commits" in stats
+    sock.sendall(b"Z")
+    assert sock.recv(10) == b""  # unknown command: disconnected
+    sock.close()
+    assert "No such command code" in server.log_text()
+
+
+def test_dot_is_a_silent_goodbye(start_server, raw_session):
+    server = start_server(storage="memory")
+    sock = raw_session(server.address)
+    sock.sendall(b".")
+    assert sock.recv(10) == b""
+    sock.close()
+    assert server.connection().get_root() is not None
+    assert "dropping" not in server.log_text()
+
+
+def test_pack_on_an_empty_database_is_refused(start_server, raw_session, recv_exact):
+    server = start_server()
+    sock = raw_session(server.address, hello=True)
+    sock.sendall(b"P")
+    assert recv_exact(sock, 1) == b"E"
+    message = recv_exact(sock, int.from_bytes(recv_exact(sock, 4), "big"))
+    assert b"no root" in message
+    old = raw_session(server.address)
+    old.sendall(b"P")
+    assert old.recv(10) == b""  # a protocol-1 client is disconnected instead
+    old.close()
+    sock.close()
+    assert server.alive()
+    assert server.connection().get_root() is not None
+
+
+def test_pack_removes_garbage_and_keeps_serving(start_server):
+    server = start_server()
+    connection = server.connection()
+    root = connection.get_root()
+    root["garbage"] = PersistentList([PersistentDict() for _ in range(20)])
+    connection.commit()
+    garbage_oid = root["garbage"]._p_oid
+    del root["garbage"]
+    connection.commit()
+    connection.pack()
+    stats = connection.storage.get_server_stats()
+    assert stats["packs"] >= 1 or stats["pack_running"]
+    for _ in range(200):
+        if connection.storage.get_server_stats()["packs"] >= 1:
+            break
+        connection.abort()
+    assert connection.storage.get_server_stats()["packs"] >= 1
+    connection.abort()
+    assert connection.get(garbage_oid) is None
+    root["after"] = 1
+    connection.commit()
+
+
+def test_read_only_storage_refuses_commits(start_server, tmp_path, file_digest):
+    path = str(tmp_path / "ro.durus")
+    writer = start_server(file=path)
+    connection = writer.connection()
+    connection.get_root()["x"] = 1
+    connection.commit()
+    connection.storage.close()
+    writer.terminate()
+    before = file_digest(path)
+    server = start_server(file=path, readonly=True)
+    reader = server.connection()
+    assert reader.get_root()["x"] == 1
+    reader.get_root()["x"] = 2
+    with pytest.raises(RequestRefusedError, match="read-only"):
+        reader.commit()
+    reader.abort()
+    old = server.connection(extensions=False)
+    old.get_root()["x"] = 3
+    with pytest.raises(DurusConnectionError):
+        old.commit()
+    assert server.connection().get_root()["x"] == 1
+    assert file_digest(path) == before
+
+
+def test_max_clients(start_server):
+    server = start_server(storage="memory", max_clients=2)
+    a = server.client()
+    b = server.client()
+    with pytest.raises((DurusConnectionError, OSError)):
+        ClientStorage(address=server.address, timeout=10)
+    a.close()
+    b.close()
