@@ -1,17 +1,25 @@
-"""Install one distribution of this monorepo with only its declared dependencies.
+"""Install distributions of this monorepo with only their declared dependencies.
 
-Why: the tox "alone" environments must prove that each distribution imports only
-what it declares.  Every distribution is built into a private wheelhouse and pip
-installs the requested one from there with ``--no-index``, so sibling
-dependencies come from this tree (never from an index) and a sibling that is not
-declared is simply not installed.
+Why: the tox "alone" environments must prove that each distribution imports
+only what it declares.  Every distribution is built into a private wheelhouse
+and the requested ones are installed from there with ``--no-index``, so
+sibling dependencies come from this tree (never from an index) and a sibling
+that is not declared is simply not installed.
+
+Wheels are built in-process with hatchling's PEP 517 hooks (hatchling must be
+importable), and installed with pip when the environment has it, else with
+``uv pip`` (tox-uv environments have no pip).
 
 Usage: python tools/install_local.py WHEELHOUSE DIST [DIST ...]
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -19,24 +27,39 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ROOT / "packages"
 
 
+@contextlib.contextmanager
+def _working_directory(path: pathlib.Path):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def build_wheelhouse(wheelhouse: pathlib.Path) -> None:
+    from hatchling.build import build_wheel
+
     wheelhouse.mkdir(parents=True, exist_ok=True)
     for old in wheelhouse.glob("*.whl"):
         old.unlink()
-    sources = sorted(str(p) for p in PACKAGES.iterdir() if (p / "pyproject.toml").exists())
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-         "--no-build-isolation", "--wheel-dir", str(wheelhouse), *sources],
-        check=True,
-    )
+    for source in sorted(PACKAGES.iterdir()):
+        if (source / "pyproject.toml").exists():
+            with _working_directory(source):
+                build_wheel(str(wheelhouse))
 
 
 def install(wheelhouse: pathlib.Path, dists: list[str]) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--force-reinstall",
-         "--no-index", "--find-links", str(wheelhouse), *dists],
-        check=True,
-    )
+    options = ["--no-index", "--find-links", str(wheelhouse), "--reinstall", *dists]
+    if importlib.util.find_spec("pip") is not None:
+        options[options.index("--reinstall")] = "--force-reinstall"
+        command = [sys.executable, "-m", "pip", "install", "--quiet", *options]
+    else:
+        uv = shutil.which("uv")
+        if uv is None:
+            raise SystemExit("install_local: this environment has neither pip nor uv")
+        command = [uv, "pip", "install", "--quiet", "--python", sys.executable, *options]
+    subprocess.run(command, check=True)
 
 
 def main(argv: list[str]) -> int:
