@@ -84,6 +84,8 @@ def test_bad_flags(durus):
     line = one_error_line(durus.run("-s", "--port", "70000"))
     assert "not a TCP port" in line
     assert durus.run("-s", "--bogus").returncode == 2
+    assert one_error_line(durus.run("-s", "--umask", "077")) == (
+        "durus: error: --owner, --group and --umask apply to a socket file (--address)")
     line = one_error_line(durus.run("info"))
     assert line.startswith("durus info: error: the following arguments are required: FILE")
 
@@ -394,3 +396,49 @@ def test_console_script_entry_point():
                                 timeout=60)
         assert result.returncode == 0
         assert result.stdout.startswith("usage: durus MODE")
+
+
+def test_start_durus_as_applications_call_it(durus, tmp_path):
+    """Durus 4.3's recipe: ``start_durus`` in a child process, ``stop_durus`` to end it."""
+    import durus.__main__ as durus_main
+
+    port = free_port()
+    log = tmp_path / "log"
+    code = (
+        "from durus.__main__ import start_durus\n"
+        "from durus.file_storage import FileStorage\n"
+        f"start_durus({str(log)!r}, 20, ('127.0.0.1', {port}), FileStorage('app.durus'), 0)\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code], cwd=durus.cwd, env=durus.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    durus.servers.append(server)
+    wait_until_listening(("127.0.0.1", port), server)
+    result = durus.run("-c", "--port", str(port), input="root['k'] = 1\nconnection.commit()\n")
+    assert result.returncode == 0, result.stderr
+    assert durus_main.stop_durus(("127.0.0.1", port)) is True
+    _out, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err
+    assert "Storage file=" in log.read_text()
+    assert durus.run("verify", "app.durus").returncode == 0
+
+
+def test_redirect_output_and_storage_class_on_the_server(durus):
+    port = free_port()
+    log = durus.cwd / "log"
+    for redirect in (False, True):
+        extra = ["--redirect-output"] if redirect else []
+        server = durus.start_server(
+            "--file", "db.durus", "--port", str(port), "--logfile", str(log),
+            "--storage-class", "noisy_storage.NoisyStorage", *extra,
+            address=("127.0.0.1", port))
+        assert durus.run("-s", "--stop", "--port", str(port)).returncode == 0
+        out, _err = server.communicate(timeout=60)
+        assert server.returncode == 0
+        if redirect:
+            assert out == ""
+            assert "NoisyStorage closed" in log.read_text()
+        else:
+            assert "NoisyStorage closed" in out
+            assert "NoisyStorage closed" not in log.read_text()
+    assert one_error_line(durus.run("-s", "--redirect-output")) == (
+        "durus: error: --redirect-output needs --logfile")

@@ -58,6 +58,10 @@ def test_convert_a_dfs20_file_written_by_durus43(durus, durus43):
         durus.cwd,
     )
     assert (durus.cwd / "legacy.durus").read_bytes().startswith(b"DFS20")
+    checked = durus.run("verify", "--load", "legacy.durus")
+    assert checked.returncode == 0, checked.stdout
+    assert "legacy.durus: DFS20" in checked.stdout
+    assert "3 reachable objects checked and loaded" in checked.stdout
     result = durus.run("convert", "legacy.durus", "new.durus")
     assert result.returncode == 0, result.stderr
     assert durus.run("verify", "--load", "new.durus").returncode == 0

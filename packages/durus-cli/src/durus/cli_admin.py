@@ -20,7 +20,14 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from durus.cli_common import CliError, CommandParser, format_bytes, parse, run_command
+from durus.cli_common import (
+    CliError,
+    CommandParser,
+    format_bytes,
+    non_negative_int,
+    parse,
+    run_command,
+)
 from durus.cli_progress import Progress
 from durus.cli_scan import ROOT_OID, ScanResult, scan_file
 
@@ -261,7 +268,7 @@ def build_verify_parser() -> argparse.ArgumentParser:
         help="add DIR to the module search path for --load (repeatable)",
     )
     parser.add_argument(
-        "--max-reports", type=int, default=20, metavar="N",
+        "--max-reports", type=non_negative_int, default=20, metavar="N",
         help="list at most N problems of each kind (default: 20)",
     )
     _add_progress_options(parser)

@@ -241,7 +241,7 @@ class StorageServer:
       ``max_bulk_oids`` (100000), ``max_reserved_oids`` (1000000 per
       client), ``max_invalidations`` (100000 per client),
       ``message_timeout`` (10 s without progress inside a message),
-      ``commit_lock_timeout`` (2 s), ``prefetch_records`` (128 records
+      ``commit_lock_timeout`` (2 s), ``prefetch_records`` (256 records
       sent ahead per fetch, 0 disables), ``pack_slice`` (0.02 s of pack work
       between two looks at the sockets while a pack runs).
     """
@@ -271,7 +271,7 @@ class StorageServer:
         max_invalidations: int = 100_000,
         message_timeout: float = TIMEOUT,
         commit_lock_timeout: float = 2.0,
-        prefetch_records: int = 128,
+        prefetch_records: int = 256,
         prefetch_bytes: int = 512 * 1024,
         pack_slice: float = 0.02,
     ) -> None:
@@ -965,11 +965,12 @@ class StorageServer:
             return
         n = _from_int(oid, "big")
         # Sequential scans (the oid follows or falls inside the last read-ahead
-        # window) get a growing window; other loads a small one.
+        # window) get a doubling window; a jump halves it, so a scan hopping
+        # between regions keeps most of it and random loads soon waste little.
         if client.ra_end >= 0 and client.ra_end - client.ra_window <= n <= client.ra_end + 64:
             window = min(max(client.ra_window * 2, 16), self.prefetch_records)
         else:
-            window = 8
+            window = max(8, client.ra_window // 2)
         limit = self.prefetch_records
         candidates: deque[bytes] = deque()
         _add_refs(candidates, reply[5:], limit)
