@@ -132,6 +132,7 @@ def test_sigkill_during_commits_and_packs(tmp_path, reference_records):
     path = str(tmp_path / "crash.durus")
     rng = random.Random(20240601)
     recoveries = 0
+    during_pack = 0  # kills that left an unfinished F.pack behind
     last_n = 0
     kills = {"commit": 0, "write": 0, "pack": 0}
     for k in range(KILLS):
@@ -162,6 +163,7 @@ def test_sigkill_during_commits_and_packs(tmp_path, reference_records):
         folder = os.listdir(tmp_path)
         cut_before = sum(".cut-" in name for name in folder)
         assert "crash.durus" in folder or last_n == 0  # never without the database
+        during_pack += "crash.durus.pack" in folder
         n = check(path, last_ack, thorough=k % 50 == 49 or k == KILLS - 1,
                   reference_records=reference_records)
         after = os.listdir(tmp_path)
@@ -177,9 +179,10 @@ def test_sigkill_during_commits_and_packs(tmp_path, reference_records):
             storage = FileStorage(path)
             storage.pack()
             storage.close()
-    print(f"\nSIGKILLs: {kills} (total {sum(kills.values())}); incomplete tails recovered: "
-          f"{recoveries}; commits: {last_n}")
+    print(f"\nSIGKILLs: {kills} (total {sum(kills.values())}); {during_pack} in the middle "
+          f"of a pack; incomplete tails recovered: {recoveries}; commits: {last_n}")
     assert sum(kills.values()) == KILLS
     assert last_n > 0
     if KILLS >= 60:
         assert recoveries > 0  # some kills did land inside a write
+        assert during_pack > 0

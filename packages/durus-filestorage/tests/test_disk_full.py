@@ -92,3 +92,45 @@ def test_disk_full_during_commit(tmp_path, run_python):
     assert out["group_unchanged"] is True
     assert out["retried"] is True
     assert out["reopened"] == [2, 100000, True]
+
+
+RECOVERY_CHILD = r"""
+import json, os, resource, signal, sys
+from durus.file_storage import FileStorage
+
+path = sys.argv[1]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+before = open(path, "rb").read()
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10, hard))
+out = {}
+try:
+    FileStorage(path)
+except OSError as error:
+    out["error"] = error.errno
+out["unchanged"] = open(path, "rb").read() == before
+out["files"] = sorted(os.listdir(os.path.dirname(path)))
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+storage = FileStorage(path)
+out["recovered"] = os.path.getsize(path) < len(before)
+storage.close()
+print(json.dumps(out))
+"""
+
+
+def test_no_room_to_keep_the_cut_tail_leaves_the_file_alone(tmp_path, run_python):
+    from durus.connection import Connection
+    from durus.file_storage import FileStorage
+
+    path = str(tmp_path / "cut.durus")
+    connection = Connection(FileStorage(path))
+    connection.get_root()["x"] = "y" * 1000
+    connection.commit()
+    connection.get_storage().close()
+    with open(path, "r+b") as f:
+        f.truncate(f.seek(0, 2) - 5)
+    out = json.loads(run_python(RECOVERY_CHILD, path).stdout)
+    assert out["error"] == 27
+    assert out["unchanged"] is True
+    assert out["files"] == ["cut.durus", "cut.durus.index"]
+    assert out["recovered"] is True

@@ -297,3 +297,21 @@ def test_dfs20_files_of_durus43(tmp_path, durus43, packed):
     exec(SUMMARY, namespace)
     assert json.loads(json.dumps(namespace["summarize"](Connection(legacy).get_root()))) == expected
     legacy.close()
+
+
+def test_our_reader_follows_a_durus43_writer_and_its_pack(tmp_path, durus43):
+    path = str(tmp_path / "shared.durus")
+    durus43(WRITE_WITH_DURUS43, path, "create")
+    reader_storage = FileStorage(path, readonly=True)
+    reader = Connection(reader_storage)
+    assert "from_durus43" not in reader.get_root()
+    durus43(WRITE_WITH_DURUS43, path, "append")
+    reader.abort()
+    assert list(reader.get_root()["from_durus43"]) == ["hello"]
+    durus43(WRITE_WITH_DURUS43, path, "pack")
+    reader.abort()
+    assert not reader_storage.shelf.is_replaced()
+    assert reader_storage.shelf.get_offset_map().get_array_size() > 0
+    assert summarize_here(path) == json.loads(durus43(READ_WITH_DURUS43, path).stdout)
+    assert list(reader.get_root()["from_durus43"]) == ["hello"]
+    reader_storage.close()

@@ -283,5 +283,5 @@ def test_connection_on_a_path_needs_filestorage_or_opens_it(tmp_path):
             Connection(path)
     else:
         connection = Connection(path)
-        assert connection.get_root() == {}
+        assert len(connection.get_root()) == 0
         connection.get_storage().close()

@@ -109,8 +109,7 @@ class FileStorage(Storage):
         shelf = self.shelf
         if len(oid) != 8:
             raise DurusKeyError(oid)
-        n = int.from_bytes(oid, "big")
-        position = shelf.index.get(n) or shelf.position_of(n)
+        position = shelf.position_of(int.from_bytes(oid, "big"))
         if not position:
             raise DurusKeyError(oid)
         name, record = shelf.read_item(position)
@@ -240,8 +239,9 @@ class FileStorage(Storage):
         except (OSError, FileFormatError) as error:
             logger.debug("%r was replaced but cannot be opened yet: %s", old.path, error)
             return [int8_to_str(n) for n in changed]
-        for n in range(max(old.oid_limit(), new.oid_limit())):
-            if n not in changed and old.position_of(n) and not new.position_of(n):
+        for name, _position in old.iterindex():
+            n = int.from_bytes(name, "big")
+            if not new.position_of(n):
                 changed.add(n)
         changed.update(n for n, _position in new.index.items())
         self.shelf = new

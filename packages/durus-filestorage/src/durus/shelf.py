@@ -459,8 +459,8 @@ class Shelf:
         loaded = load_index_file(self._index_path())
         if loaded is None:
             return
-        meta, index = loaded
-        if not self._index_matches(meta, index, size):
+        meta, index, largest = loaded
+        if not self._index_matches(meta, index, size, largest):
             logger.info("%r: its side index is stale; rebuilding it from the file", self.path)
             return
         self.index = index
@@ -468,7 +468,9 @@ class Shelf:
         self.last_start = meta.last_start
         self.saved_end = meta.covered_end
 
-    def _index_matches(self, meta: IndexMeta, index: PositionIndex, size: int) -> bool:
+    def _index_matches(
+        self, meta: IndexMeta, index: PositionIndex, size: int, largest: int
+    ) -> bool:
         covered_end = meta.covered_end
         if (meta.map_start, meta.map_width, meta.map_count) != (
             self.map_start,
@@ -488,10 +490,8 @@ class Shelf:
             return False
         if (meta.head_crc, meta.tail_crc) != sample_crcs(self.fd, self.map_end, covered_end):
             return False
-        top = max(index.array) if len(index.array) else 0
-        if index.extra:
-            top = max(top, max(index.extra.values()))
-        return top < covered_end
+        # Positions are below covered_end; the checksum vouches for the rest.
+        return largest < covered_end and (index.count == 0) == (largest == 0)
 
     def _apply_transaction(self, start: int, flat: list[int]) -> None:
         index_set = self.index.set
@@ -545,12 +545,16 @@ class Shelf:
                 chunk = pread_exact(self.fd, min(1 << 20, size - position), position)
                 if not chunk:
                     break
-                os.write(out, chunk)
+                pwrite_all(out, chunk, position - offset)
                 position += len(chunk)
             if self.fsync:
                 fsync_file(out)
-        finally:
+        except BaseException:
+            # Could not keep a copy (disk full?): leave the database untouched.
             os.close(out)
+            os.unlink(side)
+            raise
+        os.close(out)
         if self.fsync:
             fsync_directory(os.path.dirname(self.path))
         os.ftruncate(self.fd, offset)
@@ -623,21 +627,23 @@ class Shelf:
         return self.get_position(name) is not None
 
     def read_item(self, position: int) -> tuple[bytes, bytes]:
-        """``(name, record)`` of the item at ``position``."""
-        if position < self.map_start:
-            mm = self.mm
-            assert mm is not None
-            end = position + 8 + INT8.unpack_from(mm, position)[0]
-            if end > self.map_start:
+        """``(name, record)`` of the item at ``position``.
+
+        Records are read with ``pread``, not through the map of the file's head:
+        a scan of the whole database then leaves them in the page cache instead
+        of in this process's resident memory.
+        """
+        if self.fd < 0:
+            raise FileStorageError(f"{self.path!r} is closed")
+        data = os.pread(self.fd, _READ_AHEAD, position)
+        if len(data) >= 16:
+            need = 8 + INT8.unpack_from(data)[0]
+            if position < self.map_start and position + need > self.map_start:
                 raise DamagedFileError(
                     f"{self.path!r}: the item at {position} overruns the initial transaction",
                     self.path,
                     position,
                 )
-            return mm[position + 8 : position + 16], mm[position + 16 : end]
-        data = os.pread(self.fd, _READ_AHEAD, position)
-        if len(data) >= 16:
-            need = 8 + INT8.unpack_from(data)[0]
             if len(data) >= need:
                 return data[8:16], data[16:need]
             data += pread_exact(self.fd, need - len(data), position + len(data))
@@ -752,16 +758,22 @@ class Shelf:
             parts[0] = INT8.pack(total)
             data = b"".join(parts)
             del parts
+            sync_now = durable and self.fsync
             try:
                 pwrite_all(self.fd, data, start)
             except OSError as error:
                 self._roll_back(start, error, "writing the transaction")
-            sync_now = durable and self.fsync
+            except BaseException:
+                self._abandon(start)  # e.g. KeyboardInterrupt between two writes
+                raise
             if sync_now:
                 try:
                     fsync_file(self.fd)
                 except OSError as error:
                     self._roll_back(self.durable_end, error, "syncing the transaction to disk")
+                except BaseException:
+                    self._abandon(start)
+                    raise
             undo: list[tuple[int, int]] | None = [] if (self.fsync and not sync_now) else None
             index_set = self.index.set
             position = start + 8
@@ -795,6 +807,13 @@ class Shelf:
 
     def has_unsynced(self) -> bool:
         return self.fsync and self.durable_end != self.end
+
+    def _abandon(self, offset: int) -> None:
+        """Remove the bytes of an append interrupted by a non-I/O exception."""
+        try:
+            os.ftruncate(self.fd, offset)
+        except OSError as error:
+            self.broken = error
 
     def _roll_back(self, offset: int, error: OSError, action: str) -> None:
         """Cut the file back to ``offset`` after ``error`` and raise ``DiskWriteError``."""
@@ -902,8 +921,11 @@ class Shelf:
             head_crc,
             tail_crc,
         )
+        largest = max(self.index.array, default=0)
+        if self.index.extra:
+            largest = max(largest, *self.index.extra.values())
         try:
-            save_index_file(self._index_path(), meta, self.index, durable=False)
+            save_index_file(self._index_path(), meta, self.index, durable=False, largest=largest)
         except OSError as error:
             logger.warning("could not save the index %r: %s", self._index_path(), error)
             return

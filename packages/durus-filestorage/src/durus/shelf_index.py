@@ -38,12 +38,14 @@ class PositionIndex:
     a small dict instead of growing the array without bound.
     """
 
-    __slots__ = ("array", "count", "extra")
+    __slots__ = ("array", "count", "extra", "top")
 
     def __init__(self) -> None:
         self.array = array("Q")
         self.extra: dict[int, int] = {}
         self.count = 0
+        #: One more than the largest oid number ever set in the array.
+        self.top = 0
 
     def get(self, n: int) -> int:
         try:
@@ -81,11 +83,13 @@ class PositionIndex:
         old = arr[n]
         arr[n] = position
         self.count += (position != 0) - (old != 0)
+        if n >= self.top:
+            self.top = n + 1
         return old
 
     def limit(self) -> int:
         """One more than the largest oid number that may be present."""
-        top = len(self.array)
+        top = self.top
         if self.extra:
             top = max(top, max(self.extra) + 1)
         return top
@@ -109,6 +113,7 @@ class PositionIndex:
         other.array = array("Q", self.array)
         other.extra = dict(self.extra)
         other.count = self.count
+        other.top = self.top
         return other
 
     def to_bytes(self) -> tuple[bytes, bytes]:
@@ -130,7 +135,8 @@ class PositionIndex:
         return body.tobytes(), pairs.tobytes()
 
     @classmethod
-    def from_bytes(cls, body: bytes, extra: bytes) -> PositionIndex:
+    def from_bytes(cls, body: bytes, extra: bytes, count: int | None = None) -> PositionIndex:
+        """The index ``to_bytes()`` encoded; ``count`` saves counting the entries."""
         index = cls()
         arr = array("Q")
         arr.frombytes(body)
@@ -141,7 +147,10 @@ class PositionIndex:
             pairs.byteswap()
         index.array = arr
         index.extra = dict(zip(pairs[0::2], pairs[1::2], strict=True))
-        index.count = len(arr) - arr.count(0) + len(index.extra)
+        if count is None:
+            count = len(arr) - arr.count(0) + len(index.extra)
+        index.count = count
+        index.top = len(arr)
         return index
 
 
@@ -191,6 +200,16 @@ class OidBitmap:
         byte = bits[i]
         return (i << 3) + ((byte & -byte).bit_length() - 1)
 
+    def __iter__(self) -> Iterator[int]:
+        """The members, ascending."""
+        bits = self.bits
+        for match in _NONZERO_BYTE.finditer(bits):
+            i = match.start()
+            byte = bits[i]
+            for k in range(8):
+                if byte & (1 << k):
+                    yield (i << 3) + k
+
     def iter_absent(self, limit: int) -> Iterator[int]:
         """Every n < ``limit`` that is not a member, ascending."""
         bits = self.bits
@@ -209,7 +228,10 @@ class OidBitmap:
 # -- the side file ------------------------------------------------------------------
 
 INDEX_MAGIC = b"DURUS-SHELF-INDEX-1\n"
-_HEADER = struct.Struct("<QQQQQQIIQQII")
+#: covered_end, last_start, map_start, map_width, map_count, file_size_seen,
+#: head_crc, tail_crc, body length, extra length, body crc, extra crc, entries,
+#: largest position.
+_HEADER = struct.Struct("<QQQQQQIIQQIIQQ")
 #: Bytes checksummed at the start of the database and before the covered end.
 SAMPLE = 1 << 16
 
@@ -240,8 +262,13 @@ def sample_crcs(fd: int, map_end: int, covered_end: int) -> tuple[int, int]:
     return head, tail
 
 
-def save_index_file(path: str, meta: IndexMeta, index: PositionIndex, durable: bool) -> None:
-    """Write the side index atomically (temp file + rename)."""
+def save_index_file(
+    path: str, meta: IndexMeta, index: PositionIndex, durable: bool, largest: int
+) -> None:
+    """Write the side index atomically (temp file + rename).
+
+    ``largest`` is the largest position in the index (a check when loading).
+    """
     body, extra = index.to_bytes()
     header = _HEADER.pack(
         meta.covered_end,
@@ -256,6 +283,8 @@ def save_index_file(path: str, meta: IndexMeta, index: PositionIndex, durable: b
         len(extra),
         zlib.crc32(body),
         zlib.crc32(extra),
+        index.count,
+        largest,
     )
     temporary = f"{path}.{os.getpid()}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -279,8 +308,8 @@ def save_index_file(path: str, meta: IndexMeta, index: PositionIndex, durable: b
             raise
 
 
-def load_index_file(path: str) -> tuple[IndexMeta, PositionIndex] | None:
-    """The side index at ``path``, or None if it is missing or not intact."""
+def load_index_file(path: str) -> tuple[IndexMeta, PositionIndex, int] | None:
+    """``(meta, index, largest position)`` from ``path``; None if missing or not intact."""
     try:
         with open(path, "rb") as f:
             head = f.read(len(INDEX_MAGIC) + _HEADER.size + 4)
@@ -292,7 +321,7 @@ def load_index_file(path: str) -> tuple[IndexMeta, PositionIndex] | None:
             if zlib.crc32(raw) != int.from_bytes(head[-4:], "little"):
                 return None
             fields = _HEADER.unpack(raw)
-            body_length, extra_length, body_crc, extra_crc = fields[8:12]
+            body_length, extra_length, body_crc, extra_crc, count, largest = fields[8:14]
             if body_length % 8 or extra_length % 16:
                 return None
             body = f.read(body_length)
@@ -304,4 +333,4 @@ def load_index_file(path: str) -> tuple[IndexMeta, PositionIndex] | None:
     if zlib.crc32(body) != body_crc or zlib.crc32(extra) != extra_crc:
         return None
     meta = IndexMeta(*fields[:8])
-    return meta, PositionIndex.from_bytes(body, extra)
+    return meta, PositionIndex.from_bytes(body, extra, count), largest

@@ -254,6 +254,15 @@ class ShelfPacker:
         logger.info("pack of %r: %d records copied, base written", path, copied)
         yield f"base written {datetime.now()}"
 
+        # Oids with a record that the copy did not reach: removed, unless a commit
+        # made during the pack reaches them again (they are visited then).
+        candidates = OidBitmap()
+        for checked, n in enumerate(visited.iter_absent(old.oid_limit()), 1):
+            if old.position_of(n):
+                candidates.add(n)
+            if checked % (STEP_OBJECTS * 10) == 0:
+                yield f"looking for removed objects: {checked}"
+
         # 3. Records committed during the pack, in rounds while commits go on.
         for round_number in range(MAX_ROUNDS):
             extra = storage.pack_extra
@@ -278,7 +287,7 @@ class ShelfPacker:
         for _step in copier:
             pass
         fsync_file(fd)
-        removed = [n for n in visited.iter_absent(old.oid_limit()) if old.position_of(n)]
+        removed = [n for n in candidates if n not in visited]
         self._switch(old, path)
         storage.invalid.update(int8_to_str(n) for n in removed)
         storage.pack_extra = None
