@@ -73,6 +73,15 @@ def wait_until_listening(address: tuple[str, int] | str, process: subprocess.Pop
         time.sleep(0.05)
 
 
+def wait_for(condition, what: str, limit: float = COMMAND_TIMEOUT) -> None:
+    """Poll ``condition()`` until it is true; fail (naming ``what``) if it never becomes so."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened: {what}")
+        time.sleep(0.05)
+
+
 class Durus:
     """Runs ``durus`` commands in ``cwd`` with the test environment."""
 

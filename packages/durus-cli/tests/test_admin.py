@@ -328,3 +328,42 @@ def test_convert_refuses_a_damaged_file(durus):
     assert "is damaged" in line
     assert not (durus.cwd / "new.durus").exists()
     assert not (durus.cwd / "new.durus.converting").exists()
+
+
+# -- Durus 4.3's SQLite databases: readable by the tools, convertible --------------------
+
+
+def test_tools_read_the_durus43_sqlite_fixture(durus):
+    path = DATA / "durus43-sqlite.durus"
+    facts = info_json(durus, path)
+    assert facts["format"] == "SQLite"
+    assert facts["objects"] == facts["stored_oids"] == 24
+    assert facts["transactions"] is None
+    text = durus.run("info", str(path)).stdout
+    assert "transactions: not recorded by SQLite storages" in text
+    result = durus.run("verify", "--load", str(path))
+    assert result.returncode == 0, result.stdout
+    assert "24 reachable objects checked and loaded" in result.stdout
+    census = json.loads(durus.run("census", "--json", str(path)).stdout)
+    assert census["durus.btree.BNode16"]["objects"] == 19
+    assert census["fixture_classes.Account"]["objects"] == 1
+
+
+def test_convert_the_durus43_sqlite_fixture(durus):
+    old = copy_fixture("durus43-sqlite.durus", durus.cwd)
+    original = old.read_bytes()
+    result = durus.run("convert", str(old), "new.durus")
+    assert result.returncode == 0, result.stderr
+    assert "(SQLite) into new.durus (SHELF-1): 24 objects copied" in result.stdout
+    assert old.read_bytes() == original
+    result = durus.run(
+        "-c", "--file", "new.durus", "--readonly",
+        input="print(root['alice'].owner, root['alice'].balance, root['pdict']['x'], "
+              "list(root['pdict']['y']), root['str'], len(root['tree']))\n")
+    assert result.returncode == 0, result.stderr
+    assert "alice 100 1 [1, 2, 3] h\u00e9llo 300" in result.stdout
+    # In place: the SQLite file is kept as FILE.sqlite.
+    result = durus.run("convert", str(old))
+    assert result.returncode == 0, result.stderr
+    assert (durus.cwd / "durus43-sqlite.durus.sqlite").read_bytes() == original
+    assert old.read_bytes().startswith(b"SHELF-1\n")

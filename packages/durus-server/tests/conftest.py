@@ -81,8 +81,14 @@ class ServerHandle:
         self.proc.wait(30)
 
 
+def _family(address: Any) -> int:
+    if isinstance(address, tuple):
+        return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    return socket.AF_UNIX
+
+
 def _connectable(address: Any) -> bool:
-    family = socket.AF_INET if isinstance(address, tuple) else socket.AF_UNIX
+    family = _family(address)
     target = address
     if isinstance(address, str) and address.startswith("@"):
         target = address.replace("@", "\0")
@@ -157,7 +163,7 @@ def raw_session() -> Callable[..., socket.socket]:
     """A connected raw socket that already did ``V`` (and the hello if asked)."""
 
     def connect(address: Any, hello: bool = False, timeout: float = 30) -> socket.socket:
-        family = socket.AF_INET if isinstance(address, tuple) else socket.AF_UNIX
+        family = _family(address)
         sock = socket.socket(family)
         sock.settimeout(timeout)
         sock.connect(address)

@@ -239,3 +239,58 @@ def test_max_clients(start_server):
         ClientStorage(address=server.address, timeout=10)
     a.close()
     b.close()
+
+
+def test_ipv6_loopback(start_server):
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = start_server(storage="memory", address=("::1", port))
+    connection = server.connection()
+    connection.get_root()["v6"] = True
+    connection.commit()
+    connection.storage.s.sendall(b"Q")  # ::1 is loopback: obeyed
+    assert server.proc.wait(30) == 0
+
+
+def test_socket_activation(tmp_path):
+    import subprocess
+    import sys
+
+    from durus.client_storage import ClientStorage
+    from durus.connection import Connection
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    os.set_inheritable(fd, True)
+    config = json.dumps({"storage": "memory", "address": ["127.0.0.1", 1]})
+    main = os.path.join(os.path.dirname(__file__), "server_main.py")
+    log = open(tmp_path / "activated.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, sys; os.dup2(int(sys.argv[1]), 3);"
+         "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1');"
+         "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])",
+         str(fd), main, config],
+        pass_fds=(fd,), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        listener.close()  # the server owns it now
+        connection = Connection(ClientStorage(port=port, timeout=30))
+        connection.get_root()["activated"] = True
+        connection.commit()
+        connection.storage.close()
+        proc.terminate()
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        log.close()
+    assert f"Ready on 127.0.0.1:{port}" in (tmp_path / "activated.log").read_text()

@@ -37,8 +37,9 @@ def test_kill_9_loses_nothing_acknowledged(start_server):
         thread.start()
     started.wait()
     # Let every writer get some commits acknowledged, then kill the server mid-stream.
-    while min(acknowledged) < 20:
+    while min(acknowledged) < 20 and all(thread.is_alive() for thread in threads):
         threads[0].join(0.01)
+    assert min(acknowledged) >= 20, "a writer stopped before the kill"
     server.kill()
     for thread in threads:
         thread.join(60)

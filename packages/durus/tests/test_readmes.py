@@ -24,7 +24,7 @@ def python_blocks():
             yield pytest.param(match.group(1), id=f"{readme.relative_to(ROOT)}#{number}")
 
 
-@pytest.mark.parametrize("code", python_blocks())
+@pytest.mark.parametrize("code", list(python_blocks()))
 def test_readme_python_block_runs(code, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120

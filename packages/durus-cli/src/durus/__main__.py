@@ -62,7 +62,7 @@ Tools for database files:
   info FILE        format, size, objects, transactions, garbage, last change
   verify FILE      check every reachable record; exit status 1 if damaged
   census FILE      objects and bytes per class
-  convert OLD NEW  turn a legacy DFS20 file into a SHELF-1 file
+  convert OLD NEW  copy a legacy DFS20 or SQLite database into a SHELF-1 file
   pack FILE        pack a file (same as -p --file FILE)
 
   --version        versions of the installed Durus distributions

@@ -61,12 +61,9 @@ def open_scan(path: str) -> ScanResult:
         scan = scan_file(path)
     except PermissionError:
         raise CliError(f"{path}: permission denied") from None
-    if scan.format in ("SHELF-1", "DFS20"):
+    if scan.format in ("SHELF-1", "DFS20", "SQLite"):
         return scan
     scan.close()
-    if scan.format == "SQLite":
-        raise CliError(f"{path} is a Durus 4.3 SqliteStorage database: SQLite storages are "
-                       "not supported yet")
     if scan.format == "empty":
         raise CliError(f"{path} is an empty file, not a Durus database")
     raise CliError(f"{path} is not a Durus database (unknown storage type)")
@@ -187,6 +184,7 @@ def build_info_parser() -> argparse.ArgumentParser:
 FORMAT_NAMES = {
     "SHELF-1": "SHELF-1 (FileStorage)",
     "DFS20": "DFS20 (legacy FileStorage2; `durus convert` turns it into SHELF-1)",
+    "SQLite": "SQLite (Durus 4.3's SqliteStorage; `durus convert` turns it into SHELF-1)",
 }
 
 
@@ -204,7 +202,7 @@ def gather_info(path: str, progress: bool | None = None) -> dict[str, Any]:
             "objects": walk.reachable,
             "stored_oids": len(scan.index),
             "object_versions": scan.items,
-            "transactions": scan.transactions,
+            "transactions": None if scan.format == "SQLite" else scan.transactions,
             "garbage_bytes": garbage,
             "last_change": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(scan.mtime)),
             "problems": len(scan.errors) + len(walk.dangling) + len(walk.unreadable),
@@ -225,10 +223,12 @@ def _info(options: argparse.Namespace) -> None:
         ("size", format_bytes(size)),
         ("objects", f"{facts['objects']} reachable from the root"
                     f" ({facts['stored_oids']} oids stored)"),
-        ("transactions", f"{facts['transactions']} ({facts['object_versions']} object "
+        ("transactions", "not recorded by SQLite storages" if facts["transactions"] is None
+                         else f"{facts['transactions']} ({facts['object_versions']} object "
                          "versions written)"),
         ("garbage", f"about {format_bytes(facts['garbage_bytes'])}{share}; "
-                    "`durus pack` reclaims it"),
+                    + ("`durus convert` leaves it out" if facts["format"] == "SQLite"
+                       else "`durus pack` reclaims it")),
         ("last change", f"{facts['last_change']} (file modification time)"),
     ]
     if facts["incomplete_tail"]:
@@ -418,13 +418,13 @@ def census_main(argv: Sequence[str] | None = None) -> int:
 def build_convert_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="durus convert",
-        description="Convert a legacy DFS20 (FileStorage2) database into the SHELF-1 "
-        "format. With OLD and NEW, OLD is left untouched and NEW must not exist. With "
-        "only OLD, OLD is first copied to OLD.dfs20 (which must not exist) and then "
-        "replaced by the converted database. Only the objects reachable from the root "
-        "are copied, byte for byte.",
+        description="Convert a legacy DFS20 (FileStorage2) database, or a Durus 4.3 "
+        "SqliteStorage database, into the SHELF-1 format. With OLD and NEW, OLD is left "
+        "untouched and NEW must not exist. With only OLD, OLD is first copied to "
+        "OLD.dfs20 (or OLD.sqlite; it must not exist) and then replaced by the converted "
+        "database. Only the objects reachable from the root are copied, byte for byte.",
     )
-    parser.add_argument("old", metavar="OLD", help="the DFS20 database")
+    parser.add_argument("old", metavar="OLD", help="the DFS20 or SQLite database")
     parser.add_argument("new", metavar="NEW", nargs="?", default=None,
                         help="the SHELF-1 file to write (must not exist)")
     _add_progress_options(parser)
@@ -511,6 +511,21 @@ def check_copy(target: str, scan: ScanResult) -> None:
                                f"oid {_oid_number(oid)}")
 
 
+def _move_without_overwriting(source: str, target: str) -> None:
+    exists = CliError(f"{target} exists: choose a new file name (convert never overwrites)")
+    try:
+        # A hard link refuses to replace a file created meanwhile.
+        os.link(source, target)
+    except FileExistsError:
+        raise exists from None
+    except OSError:  # no hard links on this file system
+        if os.path.exists(target):
+            raise exists from None
+        os.rename(source, target)
+    else:
+        os.unlink(source)
+
+
 def _convert(options: argparse.Namespace) -> None:
     old, new = options.old, options.new
     with open_scan(old) as scan:
@@ -518,7 +533,7 @@ def _convert(options: argparse.Namespace) -> None:
             raise CliError(f"{old} is already a SHELF-1 database: nothing to convert")
         with _exclusive(old):
             in_place = new is None
-            backup = f"{old}.dfs20"
+            backup = f"{old}.{scan.format.lower()}"
             final = old if in_place else new
             if in_place and os.path.exists(backup):
                 raise CliError(f"{backup} exists: move it away first (it would be the "
@@ -536,15 +551,13 @@ def _convert(options: argparse.Namespace) -> None:
                     shutil.copy2(old, backup)
                     os.replace(partial, old)
                 else:
-                    # A hard link refuses to replace a file created meanwhile.
-                    os.link(partial, new)
-                    os.unlink(partial)
+                    _move_without_overwriting(partial, new)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(partial)
                 raise
     dropped = len(scan.index) - count
-    print(f"converted {old} (DFS20) into {final} (SHELF-1): {count} objects copied"
+    print(f"converted {old} ({scan.format}) into {final} (SHELF-1): {count} objects copied"
           + (f", {dropped} unreachable ones left out" if dropped else ""))
     if in_place:
         print(f"the original file is kept as {backup}")

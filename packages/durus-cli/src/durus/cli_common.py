@@ -231,7 +231,7 @@ def get_storage_class(file: str) -> Any:
     if kind == "SQLite":
         raise CliError(
             f"{file} is a Durus 4.3 SqliteStorage database: SQLite storages are not "
-            f"supported yet (durus info {file} describes it)"
+            f"supported yet; `durus convert {file} NEW_FILE` copies it into a SHELF-1 file"
         )
     if kind == "empty":
         raise CliError(

@@ -3,16 +3,18 @@
 They open the file for reading only and take no lock, so they work on a file a
 running server is writing (they see it as it was when the scan began).  They
 read the formats straight from the specification (SHELF-1, spec 3.2-3.5;
-legacy DFS20, spec 3.8) and never raise on damage: every problem found is
-recorded with the offset where it was found, and the rest of the file is still
-used when it can be.
+legacy DFS20, spec 3.8; Durus 4.3's SQLite table, spec 3.9) and never raise on
+damage: every problem found is recorded with the offset where it was found,
+and the rest of the file is still used when it can be.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pathlib
 import pickle
+import sqlite3
 import struct
 import zlib
 from collections.abc import Iterator
@@ -58,6 +60,7 @@ class ScanResult:
     overhead: int = 0
     findings: list[Finding] = field(default_factory=list)
     _file: BinaryIO | None = None
+    _db: sqlite3.Connection | None = None
 
     def error(self, kind: str, message: str, offset: int | None = None) -> None:
         self.findings.append(Finding("error", kind, message, offset))
@@ -72,6 +75,8 @@ class ScanResult:
     def read_record(self, oid: bytes) -> bytes:
         """The latest record of ``oid``; ``KeyError`` if absent, ``ValueError`` if damaged."""
         position = self.index[oid]
+        if self._db is not None:
+            return _read_sqlite_row(self._db, position, oid)
         assert self._file is not None
         if self.format == "SHELF-1":
             return _read_shelf_item(self._file, position, self.size, oid)
@@ -79,6 +84,8 @@ class ScanResult:
 
     def item_size(self, oid: bytes) -> int:
         """Bytes the latest item of ``oid`` occupies in the file (framing included)."""
+        if self._db is not None:
+            return len(self.read_record(oid))
         assert self._file is not None
         position = self.index[oid]
         self._file.seek(position)
@@ -90,6 +97,9 @@ class ScanResult:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> ScanResult:
         return self
@@ -159,6 +169,8 @@ def scan_file(path: str) -> ScanResult:
         _scan_shelf(f, result)
     elif kind == "DFS20":
         _scan_dfs20(f, result)
+    elif kind == "SQLite":
+        _scan_sqlite(path, result)
     return result
 
 
@@ -400,3 +412,39 @@ def _scan_dfs20(f: BinaryIO, result: ScanResult) -> None:
                          f"{int.from_bytes(oid, 'big')}", index_offset)
         result.index[oid] = position
     _walk_dfs_transactions(f, result, index_end, size, tail=True)
+
+
+# -- SQLite (Durus 4.3's experimental SqliteStorage) -------------------------
+
+
+def _read_sqlite_row(db: sqlite3.Connection, number: int, oid: bytes) -> bytes:
+    try:
+        row = db.execute("SELECT data, refs FROM objects WHERE id = ?", (number,)).fetchone()
+    except sqlite3.Error as error:
+        raise ValueError(f"the row cannot be read: {error}") from None
+    if row is None:
+        raise KeyError(oid)
+    data, refs = (bytes(part or b"") for part in row)
+    return _check_record(oid + _int4.pack(len(data)) + data + refs, oid)
+
+
+def _scan_sqlite(path: str, result: ScanResult) -> None:
+    """Index the ``objects`` table: one row per oid, the latest record."""
+    try:
+        uri = pathlib.Path(path).absolute().as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True)
+        rows = db.execute("SELECT id, length(data) + length(refs) + 12 FROM objects").fetchall()
+    except sqlite3.Error as error:
+        result.error("structure", f"not a readable Durus SQLite database: {error}")
+        return
+    result._db = db
+    stored = 0
+    for number, size in rows:
+        if not isinstance(number, int) or not 0 <= number < 1 << 64:
+            result.error("structure", f"the objects table holds a bad id {number!r}")
+            continue
+        result.index[number.to_bytes(8, "big")] = number
+        stored += size or 0
+    result.items = len(rows)
+    # Everything that is not a row's record: pages, free space, the table's bookkeeping.
+    result.overhead = result.size - stored

@@ -241,7 +241,8 @@ class StorageServer:
       ``max_bulk_oids`` (100000), ``max_reserved_oids`` (1000000 per
       client), ``max_invalidations`` (100000 per client),
       ``message_timeout`` (10 s without progress inside a message),
-      ``commit_lock_timeout`` (2 s), ``prefetch_records`` (256 records
+      ``commit_lock_timeout`` (2 s; a window whose client sends nothing for
+      ``commit_lock_idle``, 0.25 s, is broken sooner), ``prefetch_records`` (256 records
       sent ahead per fetch, 0 disables), ``pack_slice`` (0.02 s of pack work
       between two looks at the sockets while a pack runs).
     """
@@ -271,6 +272,7 @@ class StorageServer:
         max_invalidations: int = 100_000,
         message_timeout: float = TIMEOUT,
         commit_lock_timeout: float = 2.0,
+        commit_lock_idle: float = 0.25,
         prefetch_records: int = 256,
         prefetch_bytes: int = 512 * 1024,
         pack_slice: float = 0.02,
@@ -297,6 +299,7 @@ class StorageServer:
         self.max_invalidations = int(max_invalidations)
         self.message_timeout = float(message_timeout)
         self.commit_lock_timeout = float(commit_lock_timeout)
+        self.commit_lock_idle = float(commit_lock_idle)
         self.prefetch_records = max(0, int(prefetch_records))
         self.prefetch_bytes = int(prefetch_bytes)
         self.pack_slice = float(pack_slice)
@@ -318,6 +321,8 @@ class StorageServer:
         self._reserved: dict[bytes, _Client] = {}
         self._pack_removed: set[bytes] = set()
         self._ready: set[_Client] = set()
+        self._dirty: set[_Client] = set()  # clients with output to send
+        self._next_timeout_check = 0.0
         self._group_commit = _supports_group_commit(storage)
         self._flush_seconds = 0.0  # moving average of flush_to_disk() durations
         self._batch_since = 0.0  # when the oldest approved commit arrived
@@ -428,8 +433,11 @@ class StorageServer:
                 elif isinstance(data, _Client):
                     if mask & selectors.EVENT_READ:
                         self._on_readable(data, now)
-                    if mask & selectors.EVENT_WRITE and data.handshaking:
-                        self._handshake(data, now)
+                    if mask & selectors.EVENT_WRITE:
+                        if data.handshaking:
+                            self._handshake(data, now)
+                        else:
+                            self._dirty.add(data)
                 else:
                     try:
                         data[0].recv(4096)
@@ -439,8 +447,11 @@ class StorageServer:
                 self._process_ready(now)
             if self._approved:
                 self._apply_commits()
-            self._send_outputs(now)
-            self._check_timeouts(now)
+            if self._dirty:
+                self._send_outputs(now)
+            if now >= self._next_timeout_check:
+                self._next_timeout_check = now + 0.25
+                self._check_timeouts(now)
             if self.packer is not None:
                 self._pack_steps()
             elif 0 < self.gcbytes <= self.bytes_since_pack:
@@ -452,7 +463,7 @@ class StorageServer:
         if self._approved and self._lock_holder is None:
             return max(0.0, self._batch_since + self._group_delay() - time.monotonic())
         if self._approved and self._lock_holder is not None:
-            return max(0.0, min(1.0, self._lock_deadline - time.monotonic()))
+            return max(0.0, min(self.commit_lock_idle, self._lock_deadline - time.monotonic()))
         return 1.0  # timeouts are checked at least once a second
 
     def _install_signal_handlers(self) -> dict[int, Any]:
@@ -476,6 +487,7 @@ class StorageServer:
         # Replies already earned (acknowledged commits, loads) get a short chance to go out.
         deadline = time.monotonic() + 1.0
         while any(c.out or c.producer for c in self.clients) and time.monotonic() < deadline:
+            self._dirty.update(self.clients)
             self._send_outputs(time.monotonic())
             if any(c.out for c in self.clients):
                 time.sleep(0.01)
@@ -663,11 +675,8 @@ class StorageServer:
             elif (client.state in (_C_DATA, _DECISION, _AUTH_PROOF)
                   and now - client.last_recv > limit):
                 self._drop(client, f"did not continue its exchange for {limit:g} s")
-        if self._lock_holder is not None and now > self._lock_deadline:
-            logger.warning("commit window of %s held over %g s: broken",
-                           self._lock_holder.name, self.commit_lock_timeout,
-                           extra={"event": "commit_lock_broken", "client": self._lock_holder.name})
-            self._release_lock()
+        if self._lock_holder is not None and not self._lock_alive(now):
+            self._break_lock()
 
     # -- output ------------------------------------------------------------------------
 
@@ -675,10 +684,16 @@ class StorageServer:
         if data:
             client.out.append(data)
             client.out_size += len(data)
+            self._dirty.add(client)
 
     def _send_outputs(self, now: float) -> None:
-        for client in list(self.clients):
-            if (client.out or client.producer is not None) and not client.handshaking:
+        """Send what the round produced (only ever after the round's flush)."""
+        dirty = self._dirty
+        self._dirty = set()
+        for client in dirty:
+            if client.closed or client.handshaking:
+                continue
+            if client.out or client.producer is not None:
                 self._write(client, now)
 
     def _write(self, client: _Client, now: float) -> None:
@@ -844,6 +859,7 @@ class StorageServer:
             client_protocol = bytes(buf[pos + 1 : pos + 5])
             self._reply(client, self.protocol)
             if client_protocol != self.protocol:
+                self._dirty.discard(client)
                 self._write(client, now)
                 raise ClientError(f"protocol {client_protocol!r} not supported")
             return 5
@@ -956,6 +972,7 @@ class StorageServer:
                 yield b"".join([self._load_reply(client, oid) for oid in oids[start : start + 256]])
 
         client.producer = produce()
+        self._dirty.add(client)
 
     def _fetch(self, client: _Client, oid: bytes) -> None:
         """``F``: one load reply, then records the client will probably want next."""
@@ -1106,6 +1123,7 @@ class StorageServer:
                                    for n in range(start, min(count, start + 65536)))
 
             client.producer = produce()
+            self._dirty.add(client)
             if txn is not None:
                 txn.list_top = count
             return b"", set()
@@ -1151,7 +1169,7 @@ class StorageServer:
         """``C`` (protocol 1): send the list, then wait for the data."""
         holder = self._lock_holder
         if holder is not None and holder is not client:
-            if now <= self._lock_deadline:
+            if self._lock_alive(now):
                 if client not in self._lock_waiters:
                     self._lock_waiters.append(client)
                 return 0  # Left in the buffer until the window closes.
@@ -1246,6 +1264,24 @@ class StorageServer:
             raise ClientError(f"expected a commit decision, got {bytes(answer)!r}")
         return 1
 
+    def _lock_alive(self, now: float) -> bool:
+        """Whether the open protocol-1 commit window still holds other commits back.
+
+        It does for at most ``commit_lock_timeout`` seconds, and only while its
+        client keeps sending (a healthy client sends its data at once).
+        """
+        holder = self._lock_holder
+        if holder is None:
+            return False
+        return now <= self._lock_deadline and now - holder.last_recv <= self.commit_lock_idle
+
+    def _break_lock(self) -> None:
+        holder = self._lock_holder
+        assert holder is not None
+        logger.warning("commit window of %s broken: it stopped sending or held it too long",
+                       holder.name, extra={"event": "commit_lock_broken", "client": holder.name})
+        self._release_lock()
+
     def _release_lock(self) -> None:
         self._lock_holder = None
         waiters = self._lock_waiters
@@ -1307,9 +1343,11 @@ class StorageServer:
         return min(self._flush_seconds * 0.5, 0.005)
 
     def _apply_commits(self) -> None:
-        if self._lock_holder is not None:
-            return  # A protocol-1 commit window is open: nothing commits now.
         now = time.monotonic()
+        if self._lock_holder is not None:
+            if self._lock_alive(now):
+                return  # A protocol-1 commit window is open: nothing commits now.
+            self._break_lock()
         if not self._batch_since:
             self._batch_since = now
         if now - self._batch_since < self._group_delay():
@@ -1332,6 +1370,8 @@ class StorageServer:
             self._pending.pop(client, None)
             client.txn = None
             client.state = _COMMAND
+            if client.inbuf:
+                self._ready.add(client)  # it sent more than it should have: parse it next
             if verdict == "conflict":
                 self.stats["conflicts"] += 1
                 logger.info("conflict: %s %s", client.name, detail,
