@@ -191,3 +191,21 @@ def test_nested_loads_while_unpickling():
     peeker = fresh.get_root()["holder"].peeker
     assert peeker.seen == "inner"
     assert peeker.target is fresh.get(target._p_oid)
+
+
+def test_writer_replaces_its_pickler_after_a_large_record():
+    # The C pickler's memo never shrinks: clearing it after a large record would
+    # cost that record's size on every later one (Durus 4.3 had the same issue).
+    connection = Connection(MemoryStorage())
+    writer = serialize.ObjectWriter(connection)
+    big = PersistentList(range(50000))
+    small = PersistentList([1])
+    for obj in (big, small):
+        obj._p_oid = int8_to_str(7)
+    first = writer.pickler
+    writer.get_state(small)
+    assert writer.pickler is first
+    writer.get_state(big)
+    writer.get_state(small)
+    assert writer.pickler is not first
+    writer.close()

@@ -47,6 +47,7 @@ COMPRESSED_START_BYTE = compress(b"\x80\x02}q\x00.")[0]  # 0x78: zlib, 32 KiB wi
 NEWLINE = b"\n"
 
 _int4 = struct.Struct(">I")
+_LARGE_RECORD = 16384
 
 
 def pack_record(oid: bytes, data: bytes, refs: bytes) -> bytes:
@@ -153,8 +154,15 @@ class ObjectWriter:
     def get_state(self, obj: Any) -> tuple[bytes, bytes]:
         """``(data, refs)`` of ``obj``'s record."""
         sio = self.sio
-        sio.seek(0)
-        sio.truncate()
+        if sio.tell() > _LARGE_RECORD:
+            # The memo table grew for a large record and never shrinks, so
+            # clearing it would cost that size on every later record.
+            self.sio = sio = BytesIO()
+            self.pickler = _RecordPickler(sio, PICKLE_PROTOCOL)
+            self.pickler.writer = self
+        else:
+            sio.seek(0)
+            sio.truncate()
         pickler = self.pickler
         pickler.clear_memo()
         refs = self.refs
