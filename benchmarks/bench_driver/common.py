@@ -18,9 +18,7 @@ DEFAULT_CACHE = 100_000
 SCAN_BATCH = 10_000
 
 
-def fill_tree(
-    adapter: Adapter, session: Session, n: int, batch: int, *, key: str = "tree"
-) -> None:
+def fill_tree(adapter: Adapter, session: Session, n: int, batch: int, *, key: str = "tree") -> None:
     """Insert items 0..n-1 into a new BTree at ``root[key]``, committing every ``batch``."""
     tree = adapter.new_tree()
     session.root[key] = tree

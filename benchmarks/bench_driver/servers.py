@@ -35,22 +35,33 @@ def driver_command(action: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "bench_driver", action, *args]
 
 
-def child_outcome(proc: subprocess.Popen, out_path: str, what: str) -> dict:
+def _last_line(log_path: str | None) -> str:
+    if not log_path or not os.path.exists(log_path):
+        return ""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        lines = [x.strip() for x in f if x.strip()]
+    return f": {lines[-1]}" if lines else ""
+
+
+def child_outcome(
+    proc: subprocess.Popen, out_path: str, what: str, log_path: str | None = None
+) -> dict:
     """Turn a finished child into its result, or raise what it reported."""
     if proc.returncode == EXIT_UNAVAILABLE and os.path.exists(out_path):
         with open(out_path, encoding="utf-8") as f:
             raise Unavailable(json.load(f)["reason"])
     if proc.returncode != 0 or not os.path.exists(out_path):
-        raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        detail = _last_line(log_path)
+        raise RuntimeError(f"{what} exited with status {proc.returncode}{detail}")
     with open(out_path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def _wait_until_listening(proc: subprocess.Popen, port: int, out_path: str) -> None:
+def _wait_until_listening(proc: subprocess.Popen, port: int, out_path: str, log_path: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            child_outcome(proc, out_path, "the storage server")
+            child_outcome(proc, out_path, "the storage server", log_path)
             raise RuntimeError("the storage server exited before listening")
         try:
             with socket.create_connection((HOST, port), timeout=1.0):
@@ -61,9 +72,7 @@ def _wait_until_listening(proc: subprocess.Popen, port: int, out_path: str) -> N
 
 
 @contextmanager
-def running_server(
-    system: str, path: str, fsync: bool | None, workdir: str
-) -> Iterator[int]:
+def running_server(system: str, path: str, fsync: bool | None, workdir: str) -> Iterator[int]:
     """Serve ``path`` for the duration of the block; yield the port."""
     port = free_port()
     out_path = os.path.join(workdir, f"server-{port}.json")
@@ -75,7 +84,7 @@ def running_server(
             driver_command("serve", *args), stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        _wait_until_listening(proc, port, out_path)
+        _wait_until_listening(proc, port, out_path, log_path)
         yield port
     finally:
         stop(proc)

@@ -43,8 +43,14 @@ def draw(doc: dict, out: str) -> None:
         fontsize=10,
     )
     if not rows:
-        ax.text(0.5, 0.5, "no ratios: fewer than two systems have figures",
-                ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no ratios: fewer than two systems have figures",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         ax.set_axis_off()
     else:
         bar = 0.8 / len(SERIES)
@@ -54,8 +60,14 @@ def draw(doc: dict, out: str) -> None:
             kept = [(y, v) for y, v in zip(ys, values, strict=True) if v > 0]
             if kept:
                 # Bars grow from 1 (parity): right when better, left when worse.
-                ax.barh([y for y, _ in kept], [v - 1 for _, v in kept], height=bar,
-                        color=colour, label=label, left=1)
+                ax.barh(
+                    [y for y, _ in kept],
+                    [v - 1 for _, v in kept],
+                    height=bar,
+                    color=colour,
+                    label=label,
+                    left=1,
+                )
         ax.set_xscale("log")
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(rows)))

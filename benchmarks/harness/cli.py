@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue, envs, machine, report, results, targets
-from .runner import ERROR, OK, UNAVAILABLE, Outcome, Runner, _tail
+from .runner import ERROR, OK, UNAVAILABLE, Outcome, Runner, log_tail
 
 SYSTEMS = ("ours", "durus43", "zodb")
 SMOKE_SCALE = 0.01
@@ -28,22 +28,44 @@ def _parser() -> argparse.ArgumentParser:
         prog="benchmarks/run.py",
         description="Benchmark ours against Durus 4.3 and ZODB (issue 6).",
     )
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="multiply every size (default 1: the sizes of issue 6)")
-    p.add_argument("--repeat", type=int, default=5,
-                   help="repetitions per workload and system; figures are medians (default 5)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every size (default 1: the sizes of issue 6)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="repetitions per workload and system; figures are medians (default 5)",
+    )
     p.add_argument("--only", help="comma-separated workload names or prefixes (see --list)")
-    p.add_argument("--systems", default=",".join(SYSTEMS),
-                   help="comma-separated subset of ours,durus43,zodb")
-    p.add_argument("--python", help="version (3.12) or path of the interpreter for every venv "
-                   "(default: CPython 3.12, else 3.11)")
-    p.add_argument("--smoke", action="store_true",
-                   help=f"CI check: scale {SMOKE_SCALE}, 1 repetition, everything")
-    p.add_argument("--timeout", type=float, default=1800.0,
-                   help="seconds allowed to one driver process (default 1800)")
+    p.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated subset of ours,durus43,zodb"
+    )
+    p.add_argument(
+        "--python",
+        help="version (3.12) or path of the interpreter for every venv "
+        "(default: CPython 3.12, else 3.11)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"CI check: scale {SMOKE_SCALE}, 1 repetition, everything",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="seconds allowed to one driver process (default 1800)",
+    )
     p.add_argument("--results-dir", type=Path, default=envs.BENCH_DIR / "results")
-    p.add_argument("--keep-work", action="store_true",
-                   help="keep the database files and logs under benchmarks/.work/")
+    p.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the database files and logs under benchmarks/.work/",
+    )
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     return p
@@ -119,12 +141,21 @@ def _run_all(
                     continue
                 outcome = runner.run(workload, system, rep + 1)
                 previous.append(outcome)
-                print(f"  rep {rep + 1}/{args.repeat} {system:<8} {_progress(workload, outcome)}",
-                      flush=True)
+                print(
+                    f"  rep {rep + 1}/{args.repeat} {system:<8} {_progress(workload, outcome)}",
+                    flush=True,
+                )
                 if outcome.status == ERROR:
-                    errors.append({"workload": workload.name, "system": system, "rep": rep + 1,
-                                   "reason": outcome.reason, "log": outcome.log})
-                    for line in _tail(Path(outcome.log)) if outcome.log else []:
+                    errors.append(
+                        {
+                            "workload": workload.name,
+                            "system": system,
+                            "rep": rep + 1,
+                            "reason": outcome.reason,
+                            "log": outcome.log,
+                        }
+                    )
+                    for line in log_tail(Path(outcome.log)) if outcome.log else []:
                         print(f"      | {line}")
     return outcomes, errors
 
@@ -135,8 +166,9 @@ def _systems_info(runner: Runner, built: dict[str, envs.Env], systems: list[str]
         outcome = runner.info(system)
         entry = {"env": str(built[system].path), "notes": built[system].notes}
         if outcome.status == OK:
-            entry.update(python=outcome.extra.get("python"),
-                         packages=outcome.extra.get("packages", {}))
+            entry.update(
+                python=outcome.extra.get("python"), packages=outcome.extra.get("packages", {})
+            )
         else:
             entry["notes"] = [*entry["notes"], f"info failed: {outcome.reason}"]
         info[system] = entry
@@ -146,8 +178,12 @@ def _systems_info(runner: Runner, built: dict[str, envs.Env], systems: list[str]
 def _chart(built: dict[str, envs.Env], json_path: Path) -> Path | None:
     png = json_path.with_suffix(".png")
     script = Path(__file__).with_name("chart.py")
-    proc = subprocess.run([built["tools"].python, str(script), str(json_path), str(png)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [built["tools"].python, str(script), str(json_path), str(png)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         print(proc.stderr, file=sys.stderr)
         return None
@@ -182,9 +218,13 @@ def main(argv: list[str]) -> int:
         "started": started.isoformat(timespec="seconds"),
         "command": ["benchmarks/run.py", *argv],
         "settings": {
-            "scale": args.scale, "repeat": args.repeat, "smoke": args.smoke,
-            "systems": args.system_list, "workloads": [w.name for w in workloads],
-            "python": interpreter.version, "python_path": interpreter.path,
+            "scale": args.scale,
+            "repeat": args.repeat,
+            "smoke": args.smoke,
+            "systems": args.system_list,
+            "workloads": [w.name for w in workloads],
+            "python": interpreter.version,
+            "python_path": interpreter.path,
         },
         "machine": machine.describe(workdir, envs.ROOT),
         "convention": results.CONVENTION,

@@ -57,7 +57,10 @@ def _version_of(python: str) -> str | None:
     try:
         out = subprocess.run(
             [python, "-c", "import platform; print(platform.python_version())"],
-            capture_output=True, text=True, check=True, timeout=60,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -154,9 +157,7 @@ def _requirements_env(name: str, interpreter: Interpreter, requirements: Path) -
     what = f"installing {requirements.name} into the {name} venv"
     if name == "durus43":
         what += " (Durus 4.3 builds only on Python <= 3.12: else use --systems ours,zodb)"
-    _run_logged(
-        [env.python, "-m", "pip", "install", "--quiet", "-r", str(requirements)], log, what
-    )
+    _run_logged([env.python, "-m", "pip", "install", "--quiet", "-r", str(requirements)], log, what)
     _write_stamp(path, interpreter, inputs)
     return env
 
@@ -205,8 +206,18 @@ def ours_env(interpreter: Interpreter, tools: Env) -> Env:
     for dist in dists:
         try:
             _run_logged(
-                [tools.python, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                 "--no-build-isolation", "--wheel-dir", str(wheelhouse), str(dist)],
+                [
+                    tools.python,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--quiet",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    "--wheel-dir",
+                    str(wheelhouse),
+                    str(dist),
+                ],
                 log,
                 f"building {dist.name}",
             )
@@ -215,8 +226,16 @@ def ours_env(interpreter: Interpreter, tools: Env) -> Env:
     wheels = sorted(str(p) for p in wheelhouse.glob("*.whl"))
     _run_logged([interpreter.path, "-m", "venv", str(path)], log, "creating the ours venv")
     if wheels:
-        install = [env.python, "-m", "pip", "install", "--quiet", "--no-index",
-                   "--find-links", str(wheelhouse)]
+        install = [
+            env.python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+        ]
         try:
             _run_logged([*install, *wheels], log, "installing our wheels")
         except EnvError:

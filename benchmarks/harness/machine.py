@@ -53,7 +53,10 @@ def _filesystem(path: Path) -> str:
 def _git(root: Path, *args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
+            ["git", "-C", str(root), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
             check=True,
         )
     except (OSError, subprocess.SubprocessError):

@@ -11,8 +11,11 @@ from typing import Any
 from .results import CONVENTION
 
 SYSTEMS = ("ours", "durus43", "zodb")
-RATIO_COLUMNS = (("ours_vs_durus43", "ours/d43"), ("ours_vs_zodb", "ours/zodb"),
-                 ("durus43_vs_zodb", "d43/zodb"))
+RATIO_COLUMNS = (
+    ("ours_vs_durus43", "ours/d43"),
+    ("ours_vs_zodb", "ours/zodb"),
+    ("durus43_vs_zodb", "d43/zodb"),
+)
 _PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"))
 
 
@@ -66,11 +69,15 @@ def _table(doc: dict[str, Any], notes: _Notes) -> list[str]:
     for entry in doc["workloads"]:
         rows.append(f"{entry['name']}: {entry['title']}")
         for figure in entry["figures"]:
-            rows.append([
-                "  " + figure["label"], figure["unit"], figure["better"],
-                *(_cell(figure["results"].get(s), figure["unit"], s, notes) for s in systems),
-                *(_ratio(figure["ratios"].get(key)) for key, _ in RATIO_COLUMNS),
-            ])
+            rows.append(
+                [
+                    "  " + figure["label"],
+                    figure["unit"],
+                    figure["better"],
+                    *(_cell(figure["results"].get(s), figure["unit"], s, notes) for s in systems),
+                    *(_ratio(figure["ratios"].get(key)) for key, _ in RATIO_COLUMNS),
+                ]
+            )
         if entry["durability"]:
             said = "; ".join(f"{s}: {text}" for s, text in entry["durability"].items())
             rows.append(f"  (durability - {said})")

@@ -55,19 +55,23 @@ def workload_entry(workload: Workload, outcomes: dict[str, list[Outcome]]) -> di
             f"{a}_vs_{b}": ratio(figure.better, medians.get(a), medians.get(b))
             for a, b in RATIO_PAIRS
         }
-        figures.append({
-            "key": figure.key, "label": figure.label, "unit": figure.unit,
-            "better": figure.better, "results": results, "ratios": ratios,
-        })
+        figures.append(
+            {
+                "key": figure.key,
+                "label": figure.label,
+                "unit": figure.unit,
+                "better": figure.better,
+                "results": results,
+                "ratios": ratios,
+            }
+        )
     return {
         "name": workload.name,
         "title": workload.title,
         "params": workload.params,
         "fixtures": {label: ref.describe() for label, ref in workload.fixtures.items()},
         "durability": _durability(outcomes) if workload.durability_matters else {},
-        "extra": {
-            s: [o.extra for o in runs if o.status == OK] for s, runs in outcomes.items()
-        },
+        "extra": {s: [o.extra for o in runs if o.status == OK] for s, runs in outcomes.items()},
         "figures": figures,
     }
 

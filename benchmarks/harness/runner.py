@@ -35,7 +35,7 @@ class Outcome:
     log: str = ""
 
 
-def _tail(path: Path, lines: int = 20) -> list[str]:
+def log_tail(path: Path, lines: int = 20) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -65,8 +65,13 @@ class Runner:
         start = time.perf_counter()
         with log.open("wb") as f:
             proc = subprocess.Popen(
-                cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=f,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             try:
                 code = proc.wait(timeout=self.timeout)
@@ -90,7 +95,7 @@ class Runner:
             extra = {k: v for k, v in result.items() if k not in ("figures", "status")}
             extra.update(extra.pop("extra", {}), load_average=load)
             return Outcome(OK, figures, extra, seconds=seconds, log=str(log))
-        tail = _tail(log)
+        tail = log_tail(log)
         reason = tail[-1] if tail else f"exit status {code}"
         return Outcome(ERROR, reason=reason[:300], seconds=seconds, log=str(log))
 

@@ -50,8 +50,8 @@ def _open_growth(doc: dict[str, Any], suffix: str) -> dict[str, Any]:
     large = _ours(doc, "open_time", "large" + suffix + "_s")
     name = "open time flat in file size" + (", packed" if suffix else "")
     wanted = f"<= {OPEN_GROWTH:g}x (large/small), or large opens in < {OPEN_FAST_S * 1e3:g} ms"
-    met = None if growth is None or large is None else (
-        growth <= OPEN_GROWTH or large < OPEN_FAST_S
+    met = (
+        None if growth is None or large is None else (growth <= OPEN_GROWTH or large < OPEN_FAST_S)
     )
     return _target(name, growth, wanted, met)
 
@@ -74,7 +74,9 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
         _at_least("cold read", _vs_best_peer(doc, "cold_read", "objects_per_s"), BEST_PEER, best),
         _at_least(
             "cold read, packed",
-            _vs_best_peer(doc, "cold_read_packed", "objects_per_s"), BEST_PEER, best,
+            _vs_best_peer(doc, "cold_read_packed", "objects_per_s"),
+            BEST_PEER,
+            best,
         ),
         _at_least(
             "cold read, large", _vs_best_peer(doc, "memory", "objects_per_s"), BEST_PEER, best
@@ -84,14 +86,20 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
         _open_growth(doc, "_packed"),
         _at_least(
             "server commits (durable) vs Durus 4.3",
-            _vs(doc, "server_commits", "commits_per_s", "durus43"), 2.0, "x",
+            _vs(doc, "server_commits", "commits_per_s", "durus43"),
+            2.0,
+            "x",
         ),
         _at_least(
-            "server loads vs Durus 4.3", _vs(doc, "server_loads", "loads_per_s", "durus43"),
-            3.0, "x",
+            "server loads vs Durus 4.3",
+            _vs(doc, "server_loads", "loads_per_s", "durus43"),
+            3.0,
+            "x",
         ),
         _at_least(
             "pack time <= 0.5x the best peer's",
-            _vs_best_peer(doc, "pack", "pack_s"), 2.0, best,
+            _vs_best_peer(doc, "pack", "pack_s"),
+            2.0,
+            best,
         ),
     ]

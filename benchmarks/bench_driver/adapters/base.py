@@ -49,9 +49,7 @@ class Adapter:
         """
         raise NotImplementedError
 
-    def file_storage(
-        self, path: str, *, readonly: bool = False, fsync: bool | None = None
-    ) -> Any:
+    def file_storage(self, path: str, *, readonly: bool = False, fsync: bool | None = None) -> Any:
         """Open (creating if needed) the storage alone; ``fsync=None`` is the default.
 
         Raises ``Unavailable`` when the system cannot honour ``fsync``.
@@ -123,4 +121,4 @@ class Adapter:
         """Copy a closed database so a workload may change it."""
         for src in self.db_files(source):
             if os.path.exists(src):
-                shutil.copyfile(src, target + src[len(source):])
+                shutil.copyfile(src, target + src[len(source) :])

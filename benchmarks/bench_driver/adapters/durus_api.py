@@ -108,9 +108,7 @@ class DurusAdapter(Adapter):
             return None
         return param.default
 
-    def file_storage(
-        self, path: str, *, readonly: bool = False, fsync: bool | None = None
-    ) -> Any:
+    def file_storage(self, path: str, *, readonly: bool = False, fsync: bool | None = None) -> Any:
         file_storage = _import("durus.file_storage").FileStorage
         kwargs = self._storage_kwargs(fsync)
         if readonly:

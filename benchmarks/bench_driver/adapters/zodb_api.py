@@ -81,9 +81,7 @@ class ZodbAdapter(Adapter):
     def durability(self, fsync: bool | None) -> str:
         return "fsync per commit (ZODB's FileStorage always fsyncs)"
 
-    def file_storage(
-        self, path: str, *, readonly: bool = False, fsync: bool | None = None
-    ) -> Any:
+    def file_storage(self, path: str, *, readonly: bool = False, fsync: bool | None = None) -> Any:
         if fsync is False:
             raise Unavailable("ZODB's FileStorage always fsyncs a commit")
         return _import("ZODB.FileStorage").FileStorage(path, read_only=readonly)

@@ -19,14 +19,15 @@ FILES = ("small", "small_packed", "large", "large_packed")
 
 def _open_in_child(system: str, path: str, scratch: str, label: str) -> float:
     out_path = os.path.join(scratch, f"open-{label}.json")
-    with open(os.path.join(scratch, f"open-{label}.log"), "wb") as log:
+    log_path = os.path.join(scratch, f"open-{label}.log")
+    with open(log_path, "wb") as log:
         proc = subprocess.run(
             driver_command("open", "--system", system, "--path", path, "--out", out_path),
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
         )
-    return child_outcome(proc, out_path, "the open child")["seconds"]
+    return child_outcome(proc, out_path, "the open child", log_path)["seconds"]
 
 
 def run(adapter: Adapter, params: dict[str, Any], scratch: str) -> dict[str, Any]:

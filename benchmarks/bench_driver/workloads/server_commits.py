@@ -35,10 +35,12 @@ def _make_database(adapter: Adapter, path: str, clients: int, fsync: bool | None
 
 
 def _start_client(system: str, port: int, slot: int, commits: int, scratch: str) -> tuple:
+    """Start one client process; it says READY on stdout and waits for a line on stdin."""
     out_path = os.path.join(scratch, f"client-{slot}.json")
     args = ["--system", system, "--port", str(port), "--slot", str(slot)]
     args += ["--commits", str(commits), "--out", out_path]
-    log = open(os.path.join(scratch, f"client-{slot}.log"), "wb")  # noqa: SIM115
+    log_path = os.path.join(scratch, f"client-{slot}.log")
+    log = open(log_path, "wb")  # noqa: SIM115 -- closed by run() once the client is done
     proc = subprocess.Popen(
         driver_command("client-commits", *args),
         stdin=subprocess.PIPE,
@@ -46,7 +48,7 @@ def _start_client(system: str, port: int, slot: int, commits: int, scratch: str)
         stderr=log,
         text=True,
     )
-    return proc, out_path, log
+    return proc, out_path, log, log_path
 
 
 def _wait_ready(proc: subprocess.Popen) -> None:
@@ -69,18 +71,18 @@ def run(adapter: Adapter, params: dict[str, Any], scratch: str) -> dict[str, Any
                 _start_client(adapter.system, port, slot, commits, scratch)
                 for slot in range(clients)
             ]
-            for proc, _, _ in started:
+            for proc, *_ in started:
                 _wait_ready(proc)
-            for proc, _, _ in started:
+            for proc, *_ in started:
                 if proc.poll() is None:
                     proc.stdin.write("go\n")
                     proc.stdin.close()
             results = []
-            for proc, out_path, _ in started:
+            for proc, out_path, _, log_path in started:
                 proc.wait(timeout=CLIENT_TIMEOUT)
-                results.append(child_outcome(proc, out_path, "a commit client"))
+                results.append(child_outcome(proc, out_path, "a commit client", log_path))
     finally:
-        for proc, _, log in started:
+        for proc, _, log, _ in started:
             stop(proc)
             log.close()
     latencies = [x for r in results for x in r["latencies"]]
