@@ -40,6 +40,7 @@ def test_new_file_is_the_40_bytes_of_the_spec(tmp_path):
 def test_root_record_bytes(tmp_path, monkeypatch):
     # Durus 4.3 compressed every state; with the threshold at 0 we do too.
     monkeypatch.setattr(durus.serialize, "COMPRESSION_THRESHOLD", 0)
+    monkeypatch.setattr(durus.serialize, "STATE_PICKLE_PROTOCOL", 2)
     path = str(tmp_path / "root.durus")
     storage = FileStorage(path)
     Connection(storage)

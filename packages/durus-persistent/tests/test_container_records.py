@@ -11,6 +11,7 @@ import io
 import pickle
 import zlib
 
+import durus.serialize as serialize
 from durus.btree import BNode, BTree
 from durus.connection import Connection
 from durus.persistent_dict import PersistentDict
@@ -119,7 +120,9 @@ def sample_records() -> tuple[MemoryStorage, list[tuple[int, bytes, bytes, bytes
     return storage, records
 
 
-def test_records_match_durus43() -> None:
+def test_records_match_durus43(monkeypatch) -> None:
+    # Durus 4.3's layout: protocol-2 state pickles sharing the class's memo.
+    monkeypatch.setattr(serialize, "STATE_PICKLE_PROTOCOL", 2)
     _storage, records = sample_records()
     assert [record[0] for record in records] == list(range(8))
     for got, expected in zip(records, DURUS43_RECORDS, strict=True):

@@ -48,7 +48,9 @@ class Blob(Persistent):
 
 @pytest.fixture
 def durus43_compression(monkeypatch):
+    """Durus 4.3's exact records: protocol-2 states, every state compressed."""
     monkeypatch.setattr(serialize, "COMPRESSION_THRESHOLD", 0)
+    monkeypatch.setattr(serialize, "STATE_PICKLE_PROTOCOL", 2)
 
 
 def test_root_record_is_byte_identical_to_durus(durus43_compression):
@@ -74,7 +76,23 @@ def test_small_states_are_stored_raw_by_default():
     storage = MemoryStorage()
     Connection(storage)
     data = unpack_record(storage.records[b"\0" * 8])[1]
-    assert data.endswith(b"\x80\x02}q\x01X\x04\x00\x00\x00dataq\x02}q\x03s.")
+    assert data == (
+        b"\x80\x02cdurus.persistent_dict\nPersistentDict\nq\x00."
+        b"\x80\x03}q\x00X\x04\x00\x00\x00dataq\x01}q\x02s."
+    )
+
+
+def test_references_are_plain_bytes_by_default():
+    # Protocol-3 state pickles: an oid is SHORT_BINBYTES, not _codecs.encode.
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    storage.oid = 199
+    connection.get_root()["x"] = PersistentList([1])
+    connection.commit()
+    data = unpack_record(storage.records[b"\0" * 8])[1]
+    assert b"_codecs" not in data
+    assert b"C\x08" + int8_to_str(200) in data
+    assert Connection(storage).get_root()["x"] == PersistentList([1])
 
 
 def test_large_states_are_compressed_when_it_helps():
@@ -104,7 +122,7 @@ def test_high_oids_in_references(durus43_compression):
     assert Connection(storage).get_root()["x"] == PersistentList([1])
 
 
-def test_state_may_refer_to_the_class_through_the_memo():
+def test_state_may_refer_to_the_class_through_the_memo(durus43_compression):
     storage = MemoryStorage()
     connection = Connection(storage)
     head = Chain()
