@@ -62,14 +62,21 @@ def _as_oid(oid: bytes | int) -> bytes:
     return oid
 
 
+class _KeyedRef(weakref.ref):
+    """A weak reference that knows its key, built without Python-level code
+    (``weakref.KeyedRef`` runs a Python ``__new__`` and ``__init__``)."""
+
+    __slots__ = ("key",)
+
+
 class ObjectDictionary:
     """oid -> object, holding objects weakly; freed entries are purged lazily."""
 
     def __init__(self) -> None:
-        self.mapping: dict[bytes, weakref.KeyedRef] = {}
+        self.mapping: dict[bytes, _KeyedRef] = {}
         self.dead: set[bytes] = set()
 
-        def callback(ref: weakref.KeyedRef, dead: set[bytes] = self.dead) -> None:
+        def callback(ref: _KeyedRef, dead: set[bytes] = self.dead) -> None:
             dead.add(ref.key)
 
         self.callback = callback
@@ -84,7 +91,9 @@ class ObjectDictionary:
         return obj
 
     def __setitem__(self, key: bytes, value: Any) -> None:
-        self.mapping[key] = weakref.KeyedRef(value, self.callback, key)
+        ref = _KeyedRef(value, self.callback)
+        ref.key = key
+        self.mapping[key] = ref
         self.dead.discard(key)
 
     def __delitem__(self, key: bytes) -> None:

@@ -272,6 +272,7 @@ class ObjectReader:
         self.load_count = 0
         # class pickle -> (class, the memo an unpickler has after reading it)
         self._classes: dict[bytes, tuple[Any, Any]] = {}
+        self._last_class: tuple[bytes, Any] = (b"\x80\x02c\xff", None)  # matches nothing
         self._source = _Source()
         self._unpickler = self._new_unpickler(self._source)
         self._busy = False
@@ -312,9 +313,15 @@ class ObjectReader:
 
     def _split(self, data: bytes) -> tuple[Any, bytes, int]:
         """The memo after the class pickle, and the state pickle's bytes and start."""
-        end = _class_pickle_end(data)
-        if end:
-            memo = self._class_and_memo(data[:end])[1]
+        last = self._last_class
+        if data.startswith(last[0]):
+            # Most records in a row are of one class: skip parsing its pickle.
+            end = len(last[0])
+            memo = last[1]
+        elif end := _class_pickle_end(data):
+            key = data[:end]
+            memo = self._class_and_memo(key)[1]
+            self._last_class = (key, memo)
         else:
             f = BytesIO(data)
             unpickler = self._new_unpickler(f)
