@@ -285,3 +285,21 @@ def test_connection_on_a_path_needs_filestorage_or_opens_it(tmp_path):
         connection = Connection(path)
         assert len(connection.get_root()) == 0
         connection.get_storage().close()
+
+
+def test_shrink_evicts_the_least_recently_used_first():
+    storage = MemoryStorage()
+    writer = Connection(storage)
+    root = writer.get_root()
+    for i in range(30):
+        root[i] = Node(str(i))
+    writer.commit()
+    reader = Connection(storage, cache_size=10)
+    nodes = reader.get_root()
+    assert [nodes[i].name for i in range(30)] == [str(i) for i in range(30)]
+    reader.abort()  # all 30 were used in that transaction: nothing to evict yet
+    assert all(nodes[i]._p_status == SAVED for i in range(30))
+    assert [nodes[i].name for i in range(5)] == [str(i) for i in range(5)]
+    reader.abort()  # now only the first five (and the root) were used recently
+    assert [nodes[i]._p_status for i in range(5)] == [SAVED] * 5
+    assert all(nodes[i]._p_status == GHOST for i in range(5, 30))

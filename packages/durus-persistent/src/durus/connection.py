@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import logging
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -122,13 +123,15 @@ class ObjectDictionary:
 
 
 class ReferenceContainer:
-    """Strong references, by identity, in the order objects were (re)added."""
+    """Strong references, by identity, least recently (re)added first."""
 
     def __init__(self) -> None:
-        self.map: dict[int, Any] = {}
+        self.map: OrderedDict[int, Any] = OrderedDict()
 
     def add(self, x: Any) -> None:
-        self.map[id(x)] = x
+        key = id(x)
+        self.map[key] = x
+        self.map.move_to_end(key)
 
     def discard(self, x: Any) -> None:
         self.map.pop(id(x), None)
@@ -222,11 +225,34 @@ class Cache:
         return heap
 
     def shrink(self, connection: Any) -> None:
-        """Ghost the least recently accessed objects while over ``size``."""
+        """Ghost the least recently accessed objects while over ``size``.
+
+        The recently accessed objects are kept in access order, so the usual
+        shrink costs what it evicts; only when that is not enough (objects
+        loaded but never accessed) does it scan the cache as Durus 4.3 did.
+        """
         objects = self.objects
         if len(objects) <= self.size:
             return
         serial = connection.transaction_serial
+        recent = self.recent_objects.map
+        obj = None
+        while recent and len(objects) > self.size:
+            key, obj = recent.popitem(last=False)
+            if _serial_of(obj) == serial:
+                # Everything from here on was used in the transaction ending.
+                recent[key] = obj
+                recent.move_to_end(key, last=False)
+                break
+            if _status_of(obj) == 0:  # SAVED
+                obj._p_set_status_ghost()
+        del obj
+        if len(objects) > self.size:
+            self._shrink_by_scan(serial)
+        logger.debug("cache shrunk to %d objects (target %d)", len(objects), self.size)
+
+    def _shrink_by_scan(self, serial: int) -> None:
+        objects = self.objects
         recent = self.recent_objects.map
         heap = self._build_heap(serial)
         while heap and len(objects) > self.size:
@@ -237,7 +263,6 @@ class Cache:
             if _status_of(obj) == 0:  # SAVED
                 obj._p_set_status_ghost()
             recent.pop(id(obj), None)
-        logger.debug("cache shrunk to %d objects (target %d)", len(objects), self.size)
 
 
 class Connection(ConnectionBase):
@@ -386,7 +411,11 @@ class Connection(ConnectionBase):
         serial = self.transaction_serial
         if _serial_of(obj) != serial:
             _set_serial(obj, serial)
-            self._recent[id(obj)] = obj
+            # Kept in access order: the least recently used come first.
+            recent = self._recent
+            key = id(obj)
+            recent[key] = obj
+            recent.move_to_end(key)
         if _heat(obj):
             self._hot.append(obj)
 
