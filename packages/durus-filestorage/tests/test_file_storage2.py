@@ -102,3 +102,14 @@ def test_a_converted_real_database_opens_in_a_connection(tmp_path):
     connection = Connection(FileStorage(str(converted)))
     assert list(connection.get_root()["x"]) == [1, 2]
     connection.get_storage().close()
+
+
+
+def test_read_only_methods_refuse_clearly(tmp_path):
+    # `end` once collided with an attribute holding the end offset.
+    path = tmp_path / "legacy.durus"
+    path.write_bytes(dfs20_image([[record(0, b"root")]], []))
+    storage = FileStorage2(str(path))
+    for call in (storage.begin, storage.end, storage.new_oid):
+        with pytest.raises(FileStorageError, match="durus convert"):
+            call()

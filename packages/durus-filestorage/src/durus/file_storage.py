@@ -10,14 +10,12 @@ complete file.  See this distribution's README for the side files.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from durus.error import DurusKeyError
-from durus.serialize import split_oids, unpack_record
 from durus.shelf import Shelf
 from durus.shelf_errors import (
     DamagedFileError,
@@ -29,7 +27,7 @@ from durus.shelf_errors import (
 )
 from durus.shelf_index import OidBitmap
 from durus.shelf_packer import ProgressCallback, ShelfPacker
-from durus.storage import Storage
+from durus.storage import Storage, gen_reachable_records
 from durus.utils import int8_to_str
 
 __all__ = [
@@ -138,20 +136,9 @@ class FileStorage(Storage):
         if start_oid is None:
             yield from self.shelf.iteritems()
             return
-        if seen is None:
-            seen = OidBitmap()
-        todo = [start_oid]
-        while todo:
-            oid = heapq.heappop(todo)
-            n = int.from_bytes(oid, "big")
-            if n in seen:
-                continue
-            seen.add(n)
-            record = self.load(oid)
-            for ref in split_oids(unpack_record(record)[2]):
-                if int.from_bytes(ref, "big") not in seen:
-                    heapq.heappush(todo, ref)
-            yield oid, record
+        yield from gen_reachable_records(
+            self, start_oid, batch_size=1, seen=OidBitmap() if seen is None else seen
+        )
 
     # -- writing ---------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ is scanned instead, so a hostile file cannot run code.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import struct
@@ -23,11 +22,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from durus.error import DurusKeyError
-from durus.serialize import split_oids, unpack_record
 from durus.shelf_errors import DamagedFileError, FileFormatError, FileStorageError
 from durus.shelf_format import pread_exact
 from durus.shelf_index import OidBitmap, PositionIndex
-from durus.storage import Storage
+from durus.storage import Storage, gen_reachable_records
 from durus.utils import int8_to_str
 
 __all__ = ["FileStorage2", "gen_dfs20_records"]
@@ -155,7 +153,7 @@ class FileStorage2(Storage):
         after = index_offset + 8 + index_length
         if after > size:
             raise DamagedFileError(f"{path!r}: the DFS20 index block is cut short", path, after)
-        self.end = scanner.scan(after, size, self.index)
+        self.end_offset = scanner.scan(after, size, self.index)
 
     @classmethod
     def has_format(cls, file: Any) -> bool:
@@ -190,18 +188,7 @@ class FileStorage2(Storage):
                 oid = int8_to_str(n)
                 yield oid, self.load(oid)
             return
-        seen = OidBitmap()
-        todo = [start_oid]
-        while todo:
-            oid = heapq.heappop(todo)
-            n = int.from_bytes(oid, "big")
-            if n in seen:
-                continue
-            seen.add(n)
-            record = self.load(oid)
-            for ref in split_oids(unpack_record(record)[2]):
-                heapq.heappush(todo, ref)
-            yield oid, record
+        yield from gen_reachable_records(self, start_oid, batch_size=1, seen=OidBitmap())
 
     def sync(self) -> list[bytes]:
         return []

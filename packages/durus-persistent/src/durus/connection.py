@@ -68,6 +68,7 @@ class _KeyedRef(weakref.ref):
     (``weakref.KeyedRef`` runs a Python ``__new__`` and ``__init__``)."""
 
     __slots__ = ("key",)
+    key: bytes
 
 
 class ObjectDictionary:

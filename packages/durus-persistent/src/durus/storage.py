@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from durus.error import DurusKeyError
 from durus.serialize import extract_class_name, split_oids, unpack_record
@@ -20,6 +20,7 @@ __all__ = [
     "MemoryStorage",
     "Storage",
     "gen_oid_class",
+    "gen_reachable_records",
     "gen_referring_oid_record",
     "get_census",
     "get_reference_index",
@@ -70,24 +71,45 @@ class Storage:
         self, start_oid: bytes | None = None, batch_size: int = 100
     ) -> Iterator[tuple[bytes, bytes]]:
         """``(oid, record)`` of every object reachable from ``start_oid`` (the root)."""
-        if start_oid is None:
-            start_oid = ROOT_OID
-        todo = [start_oid]
-        seen = {start_oid}
-        while todo:
-            batch = [heapq.heappop(todo) for _ in range(min(batch_size, len(todo)))]
-            for oid, record in zip(batch, self.bulk_load(batch), strict=True):
-                yield oid, record
-                for ref in split_oids(unpack_record(record)[2]):
-                    if ref not in seen:
-                        seen.add(ref)
-                        heapq.heappush(todo, ref)
+        return gen_reachable_records(self, ROOT_OID if start_oid is None else start_oid, batch_size)
 
     def __enter__(self) -> Storage:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _OidSet(Protocol):
+    def __contains__(self, n: object, /) -> bool: ...
+    def add(self, n: int, /) -> None: ...
+
+
+def gen_reachable_records(
+    storage: Storage, start_oid: bytes, batch_size: int = 100, seen: _OidSet | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """``(oid, record)`` of everything reachable from ``start_oid`` through refs.
+
+    A min-heap of oids, loaded ``batch_size`` at a time with ``bulk_load``.
+    ``seen`` holds the oid *numbers* to skip and is filled as the walk goes
+    (a storage may pass a compact bitmap instead of the default set).
+    """
+    if seen is None:
+        seen = set()
+    todo = [start_oid]
+    while todo:
+        batch: list[bytes] = []
+        while todo and len(batch) < batch_size:
+            oid = heapq.heappop(todo)
+            n = int.from_bytes(oid, "big")
+            if n not in seen:
+                seen.add(n)
+                batch.append(oid)
+        for oid, record in zip(batch, storage.bulk_load(batch), strict=True):
+            yield oid, record
+            for ref in split_oids(unpack_record(record)[2]):
+                if int.from_bytes(ref, "big") not in seen:
+                    heapq.heappush(todo, ref)
 
 
 def gen_referring_oid_record(
