@@ -113,3 +113,59 @@ def test_read_only_methods_refuse_clearly(tmp_path):
     for call in (storage.begin, storage.end, storage.new_oid):
         with pytest.raises(FileStorageError, match="durus convert"):
             call()
+
+
+def test_readers_report_damage_instead_of_giving_up(tmp_path):
+    import os
+
+    from durus.file_storage import DamagedFileError
+    from durus.file_storage2 import (
+        HEADER_SIZE,
+        dfs20_index_end,
+        read_dfs20_header,
+        read_dfs20_record,
+        scan_dfs20_transactions,
+    )
+
+    path = tmp_path / "legacy.durus"
+    first = [record(0, b"root-1", (1,)), record(1, b"one")]
+    later = [[record(0, b"root-2", (1, 2)), record(2, b"two")], [record(1, b"one-2")]]
+    image = dfs20_image([first], later)
+    cut = len(image) - 6  # inside the last record
+    path.write_bytes(image[:cut])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        index_offset = read_dfs20_header(fd, str(path))
+        seen: list[tuple[int, list[int]]] = []
+        end, problem = scan_dfs20_transactions(
+            fd, HEADER_SIZE, index_offset, lambda s, flat: seen.append((s, flat))
+        )
+        assert (end, problem) == (index_offset, None)
+        assert seen == [(HEADER_SIZE, [0, HEADER_SIZE, 1, HEADER_SIZE + 4 + len(first[0])])]
+        assert read_dfs20_record(fd, HEADER_SIZE) == first[0]
+        index_end = dfs20_index_end(fd, str(path), index_offset)
+        seen.clear()
+        end, problem = scan_dfs20_transactions(
+            fd, index_end, cut, lambda s, flat: seen.append((s, flat))
+        )
+        assert [s for s, _flat in seen] == [index_end]
+        assert problem is not None and problem.kind == "incomplete" and problem.offset == end
+        with pytest.raises(ValueError, match="runs past the end"):
+            read_dfs20_record(fd, len(image) - 8 - len(later[1][0]))
+    finally:
+        os.close(fd)
+    # A record shorter than its header is malformed; a bad index offset is damage.
+    path.write_bytes(b"DFS20\0" + (14).to_bytes(8, "big") + (5).to_bytes(4, "big") + bytes(20))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end, problem = scan_dfs20_transactions(fd, 14, 38, lambda s, flat: None)
+        assert problem is not None and problem.kind == "malformed" and problem.offset == 14
+    finally:
+        os.close(fd)
+    path.write_bytes(b"DFS20\0" + (999).to_bytes(8, "big") + bytes(20))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(DamagedFileError, match="index offset 999"):
+            read_dfs20_header(fd, str(path))
+    finally:
+        os.close(fd)

@@ -254,3 +254,102 @@ def test_duplicate_oid_in_one_transaction_later_wins(tmp_path, reference_records
     assert storage.load(oid(0)) == second
     storage.close()
     assert reference_records(Path(path).read_bytes())[oid(0)] == second
+
+
+# -- walk_transactions and read_item: the lenient read-only walk of inspection tools ------
+
+
+def _item(n: int, payload: bytes, record_oid: int | None = None) -> bytes:
+    name = oid(n if record_oid is None else record_oid)
+    record = name + len(payload).to_bytes(4, "big") + payload
+    return (8 + len(record)).to_bytes(8, "big") + oid(n) + record
+
+
+def _transaction(*items: bytes) -> bytes:
+    body = b"".join(items)
+    return len(body).to_bytes(8, "big") + body
+
+
+def _walk(tmp_path, data: bytes, start: int = 0):
+    from durus.shelf_format import walk_transactions
+
+    path = tmp_path / "walk.bin"
+    path.write_bytes(data)
+    seen: list[tuple[int, int, list[int]]] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end, problem = walk_transactions(
+            fd, start, len(data), lambda s, e, flat: seen.append((s, e, flat))
+        )
+    finally:
+        os.close(fd)
+    return seen, end, problem
+
+
+def test_walk_transactions_reports_items_and_empty_transactions(tmp_path):
+    first = _transaction(_item(1, b"one"), _item(2, b"two"))
+    # The record of oid 3 names oid 9: damage for the reader of records, not for the walk.
+    second = _transaction(_item(3, b"three", record_oid=9))
+    data = first + bytes(8) + second + bytes(8)
+    seen, end, problem = _walk(tmp_path, data)
+    assert problem is None
+    assert end == len(data)
+    a = len(first)
+    b = a + 8
+    assert seen == [
+        (0, a, [1, 8, 2, 8 + len(_item(1, b"one"))]),
+        (a, a + 8, []),
+        (b, b + len(second), [3, b + 8]),
+        (b + len(second), len(data), []),
+    ]
+
+
+def test_walk_transactions_reports_where_the_structure_breaks(tmp_path):
+    good = _transaction(_item(1, b"one"))
+    # A transaction claiming 3 bytes more than its items fill: malformed at its start.
+    items = _item(2, b"two")
+    bad = (len(items) + 3).to_bytes(8, "big") + items + b"xyz"
+    seen, end, problem = _walk(tmp_path, good + bad + good)
+    assert [s for s, _e, _f in seen] == [0]
+    assert end == len(good)
+    assert problem is not None and problem.kind == "malformed" and problem.offset == len(good)
+    # An impossible item length.
+    seen, end, problem = _walk(tmp_path, good + _transaction(bytes(8) + oid(2) + bytes(12)))
+    assert problem is not None and problem.kind == "malformed" and "impossible" in problem.detail
+    # Cut by the end of the file: incomplete, whatever the cut.
+    whole = good + _transaction(_item(2, b"two"), _item(3, b"three"))
+    for cut in range(len(good) + 1, len(whole)):
+        seen, end, problem = _walk(tmp_path, whole[:cut])
+        assert end == len(good), cut
+        assert problem is not None and problem.kind == "incomplete", cut
+        assert problem.offset == len(good)
+
+
+def test_walk_transactions_recognises_an_unfinished_durus43_commit(tmp_path):
+    good = _transaction(_item(1, b"one"))
+    items = _item(2, b"two") + _item(3, b"three")
+    for tail in (items, items[:-4], items[:20]):
+        seen, end, problem = _walk(tmp_path, good + bytes(8) + tail)
+        assert [s for s, _e, _f in seen] == [0]  # the placeholder is not a transaction
+        assert end == len(good)
+        assert problem is not None and problem.kind == "incomplete"
+        assert problem.offset == len(good)
+        assert "Durus 4.3" in problem.detail
+
+
+def test_read_item(tmp_path):
+    from durus.shelf_format import read_item
+
+    data = _item(4, b"four") + _item(5, b"five")
+    path = tmp_path / "items.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        name, record = read_item(fd, 0, len(data))
+        assert name == oid(4) and record == data[16 : len(_item(4, b"four"))]
+        with pytest.raises(ValueError, match="runs past the end"):
+            read_item(fd, len(_item(4, b"four")), len(data) - 1)
+        with pytest.raises(ValueError, match="cut short"):
+            read_item(fd, len(data) - 4, len(data))
+    finally:
+        os.close(fd)

@@ -152,7 +152,7 @@ class Walk:
                 self.unreadable.append((oid, str(error)))
                 continue
             self.reachable += 1
-            self.live_bytes += scan.item_size(oid)
+            self.live_bytes += scan.framing + len(record)
             data, refs = record_parts(record)
             for ref in refs:
                 if ref in seen:

@@ -11,6 +11,12 @@ transactions before X (after a pack), the index block at X, transactions
 after it.  A transaction is items ``int4 n`` + n record bytes, ended by
 ``int4 0``.  The index (a pickle) is never unpickled here: every transaction
 is scanned instead, so a hostile file cannot run code.
+
+The read-only primitives below (``read_dfs20_header``, ``dfs20_index_end``,
+``scan_dfs20_transactions``, ``read_dfs20_record``) take a file descriptor and
+report damage (an exception with the offset, a ``ScanProblem``) instead of
+giving up on the whole file, so tools such as ``durus verify`` inspect damaged
+files with them.
 """
 
 from __future__ import annotations
@@ -18,84 +24,147 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from durus.error import DurusKeyError
 from durus.shelf_errors import DamagedFileError, FileFormatError, FileStorageError
-from durus.shelf_format import pread_exact
+from durus.shelf_format import INT8, ScanProblem, pread_exact
 from durus.shelf_index import OidBitmap, PositionIndex
 from durus.storage import Storage, gen_reachable_records
 from durus.utils import int8_to_str
 
-__all__ = ["FileStorage2", "gen_dfs20_records"]
+__all__ = [
+    "HEADER_SIZE",
+    "FileStorage2",
+    "dfs20_index_end",
+    "gen_dfs20_records",
+    "read_dfs20_header",
+    "read_dfs20_record",
+    "scan_dfs20_transactions",
+]
 
 logger = logging.getLogger("durus.file_storage")
 
 MAGIC = b"DFS20\0"
-_HEADER_SIZE = len(MAGIC) + 8
+#: The magic and the ``int8`` offset of the index: the first transaction starts here.
+HEADER_SIZE = len(MAGIC) + 8
 _INT4 = struct.Struct(">I")
-_INT8 = struct.Struct(">Q")
 _CHUNK = 1 << 20
 
 
-class _Scanner:
-    """Indexes the items of DFS20 transactions with a sliding read buffer."""
+def read_dfs20_header(fd: int, path: str) -> int:
+    """The offset of the index block of a DFS20 file (after it, more transactions).
 
-    def __init__(self, fd: int, path: str) -> None:
-        self.fd = fd
-        self.path = path
-        self.data = b""
-        self.start = 0
+    The transactions lie in ``[HEADER_SIZE, index_offset)`` and after the
+    index block (see ``dfs20_index_end``).  ``FileFormatError`` if the file is
+    not DFS20, ``DamagedFileError`` (with the offset) if its header is damaged.
+    """
+    size = os.fstat(fd).st_size
+    head = pread_exact(fd, HEADER_SIZE, 0)
+    if not head.startswith(MAGIC):
+        raise FileFormatError(f"{path!r} is not a DFS20 file", path)
+    if len(head) < HEADER_SIZE:
+        raise DamagedFileError(f"{path!r}: the DFS20 header is cut short", path, 0)
+    index_offset = INT8.unpack_from(head, len(MAGIC))[0]
+    if not HEADER_SIZE <= index_offset <= size - 8:
+        raise DamagedFileError(
+            f"{path!r}: the DFS20 index offset {index_offset} is outside the file",
+            path,
+            len(MAGIC),
+        )
+    return index_offset
 
-    def _bytes(self, position: int, size: int, stop: int) -> bytes | None:
+
+def dfs20_index_end(fd: int, path: str, index_offset: int) -> int:
+    """Where the index block at ``index_offset`` ends (its ``int8`` length, then a
+    zlib-compressed pickle, never unpickled here); ``DamagedFileError`` if the
+    block runs past the end of the file."""
+    index_length = INT8.unpack(pread_exact(fd, 8, index_offset))[0]
+    index_end = index_offset + 8 + index_length
+    if index_end > os.fstat(fd).st_size:
+        raise DamagedFileError(
+            f"{path!r}: the DFS20 index block is cut short", path, index_offset
+        )
+    return index_end
+
+
+def read_dfs20_record(fd: int, position: int) -> bytes:
+    """The record of the DFS20 item at ``position`` (its ``int4`` length, then the record).
+
+    ``ValueError`` if the length is impossible or the record is cut short by
+    the end of the file.  The record itself is not checked.
+    """
+    head = pread_exact(fd, 4, position)
+    if len(head) < 4:
+        raise ValueError(f"the item at {position} is cut short by the end of the file")
+    length = _INT4.unpack(head)[0]
+    if length < 12:
+        raise ValueError(f"the item at {position} claims an impossible length {length}")
+    record = pread_exact(fd, length, position + 4)
+    if len(record) != length:
+        raise ValueError(f"item length {length} runs past the end of the file")
+    return record
+
+
+def scan_dfs20_transactions(
+    fd: int,
+    start: int,
+    stop: int,
+    on_transaction: Callable[[int, list[int]], None],
+) -> tuple[int, ScanProblem | None]:
+    """Walk the DFS20 transactions in ``[start, stop)``; never raises for the content.
+
+    For each complete transaction (an empty one too)
+    ``on_transaction(transaction_start, flat)`` is called, ``flat`` alternating
+    oid numbers and item positions.  Returns ``(end, problem)``: ``end`` is the
+    end of the last complete transaction, ``problem`` None when the walk
+    reached ``stop`` cleanly, else a ``ScanProblem`` at the start of the
+    transaction where it stopped: "incomplete" (cut short by ``stop``) or
+    "malformed" (a record shorter than its 12-byte header).
+    """
+    data = b""
+    data_start = 0
+
+    def read(position: int, size: int) -> bytes | None:
+        nonlocal data, data_start
         if position + size > stop:
             return None
-        offset = position - self.start
-        if offset < 0 or offset + size > len(self.data):
-            self.data = pread_exact(self.fd, min(max(size, _CHUNK), stop - position), position)
-            self.start = position
+        offset = position - data_start
+        if offset < 0 or offset + size > len(data):
+            data = pread_exact(fd, min(max(size, _CHUNK), stop - position), position)
+            data_start = position
             offset = 0
-        return self.data[offset : offset + size]
+        return data[offset : offset + size]
 
-    def scan(self, start: int, stop: int, index: PositionIndex) -> int:
-        """Index the complete transactions in ``[start, stop)``; return where they end."""
-        position = start
-        while position < stop:
-            transaction_start = position
-            items: list[tuple[int, int]] = []
-            while True:
-                head = self._bytes(position, 4, stop)
-                if head is None:
-                    return self._stop(transaction_start, stop, "a cut transaction")
-                length = _INT4.unpack(head)[0]
-                if length == 0:
-                    position += 4
-                    break
-                if length < 12:
-                    raise DamagedFileError(
-                        f"{self.path!r}: a record of {length} bytes at {position}",
-                        self.path,
-                        transaction_start,
-                    )
-                name = self._bytes(position + 4, 8, stop)
-                if name is None or position + 4 + length > stop:
-                    return self._stop(transaction_start, stop, "a cut record")
-                items.append((_INT8.unpack(name)[0], position))
-                position += 4 + length
-            for n, item in items:
-                index.set(n, item)
-        return position
-
-    def _stop(self, transaction_start: int, stop: int, what: str) -> int:
-        logger.warning(
-            "%r: ignoring %s at offset %d (%d bytes to the end of the region)",
-            self.path,
-            what,
-            transaction_start,
-            stop - transaction_start,
-        )
-        return transaction_start
+    position = start
+    while position < stop:
+        transaction_start = position
+        flat: list[int] = []
+        while True:
+            head = read(position, 4)
+            if head is None:
+                return transaction_start, ScanProblem(
+                    "incomplete", transaction_start, f"a cut transaction at {transaction_start}"
+                )
+            length = _INT4.unpack(head)[0]
+            if length == 0:
+                position += 4
+                break
+            if length < 12:
+                return transaction_start, ScanProblem(
+                    "malformed", transaction_start, f"a record of {length} bytes at {position}"
+                )
+            name = read(position + 4, 8)
+            if name is None or position + 4 + length > stop:
+                return transaction_start, ScanProblem(
+                    "incomplete", transaction_start, f"a cut record at {position}"
+                )
+            flat.append(INT8.unpack(name)[0])
+            flat.append(position)
+            position += 4 + length
+        on_transaction(transaction_start, flat)
+    return position, None
 
 
 class FileStorage2(Storage):
@@ -127,21 +196,9 @@ class FileStorage2(Storage):
     def _load(self) -> None:
         path = self.path
         size = os.fstat(self.fd).st_size
-        head = pread_exact(self.fd, _HEADER_SIZE, 0)
-        if not head.startswith(MAGIC):
-            raise FileFormatError(f"{path!r} is not a DFS20 file", path)
-        if len(head) < _HEADER_SIZE:
-            raise DamagedFileError(f"{path!r}: the DFS20 header is cut short", path, 0)
-        index_offset = _INT8.unpack_from(head, len(MAGIC))[0]
-        if not _HEADER_SIZE <= index_offset <= size - 8:
-            raise DamagedFileError(
-                f"{path!r}: the DFS20 index offset {index_offset} is outside the file",
-                path,
-                len(MAGIC),
-            )
+        index_offset = read_dfs20_header(self.fd, path)
         self.index = PositionIndex()
-        scanner = _Scanner(self.fd, path)
-        before = scanner.scan(_HEADER_SIZE, index_offset, self.index)
+        before = self._scan(HEADER_SIZE, index_offset)
         if before != index_offset:
             raise DamagedFileError(
                 f"{path!r}: the transactions before the index end at {before}, "
@@ -149,11 +206,27 @@ class FileStorage2(Storage):
                 path,
                 before,
             )
-        index_length = _INT8.unpack(pread_exact(self.fd, 8, index_offset))[0]
-        after = index_offset + 8 + index_length
-        if after > size:
-            raise DamagedFileError(f"{path!r}: the DFS20 index block is cut short", path, after)
-        self.end_offset = scanner.scan(after, size, self.index)
+        self.end_offset = self._scan(dfs20_index_end(self.fd, path, index_offset), size)
+
+    def _scan(self, start: int, stop: int) -> int:
+        """Index the complete transactions in ``[start, stop)``; return where they end."""
+        index_set = self.index.set
+
+        def apply(_transaction_start: int, flat: list[int]) -> None:
+            for i in range(0, len(flat), 2):
+                index_set(flat[i], flat[i + 1])
+
+        end, problem = scan_dfs20_transactions(self.fd, start, stop, apply)
+        if problem is not None and problem.kind == "malformed":
+            raise DamagedFileError(f"{self.path!r}: {problem.detail}", self.path, problem.offset)
+        if problem is not None:
+            logger.warning(
+                "%r: ignoring %s (%d bytes to the end of the region)",
+                self.path,
+                problem.detail,
+                stop - problem.offset,
+            )
+        return end
 
     @classmethod
     def has_format(cls, file: Any) -> bool:
@@ -173,9 +246,13 @@ class FileStorage2(Storage):
         position = self.index.get(int.from_bytes(oid, "big")) if len(oid) == 8 else 0
         if not position:
             raise DurusKeyError(oid)
-        length = _INT4.unpack(pread_exact(self.fd, 4, position))[0]
-        record = pread_exact(self.fd, length, position + 4)
-        if len(record) != length or record[:8] != oid:
+        try:
+            record = read_dfs20_record(self.fd, position)
+        except ValueError as error:
+            raise DamagedFileError(
+                f"{self.path!r}: bad record at {position} ({error})", self.path, position
+            ) from None
+        if record[:8] != oid:
             raise DamagedFileError(f"{self.path!r}: bad record at {position}", self.path, position)
         return record
 

@@ -36,8 +36,10 @@ __all__ = [
     "map_dimensions",
     "pread_exact",
     "pwrite_all",
+    "read_item",
     "scan_transactions",
     "significant_bytes",
+    "walk_transactions",
 ]
 
 PREFIX = b"SHELF-1\n"
@@ -50,6 +52,8 @@ ITEM_HEAD = struct.Struct(">QQQI")
 ITEM_HEAD_SIZE = ITEM_HEAD.size  # 28
 #: The smallest legal R: the name (8) + the record's oid (8) and length (4).
 MIN_ITEM_LENGTH = 20
+#: The framing of an item: R and the name (what ``walk_transactions`` reads).
+ITEM_FRAME = struct.Struct(">QQ")
 MAP_HEADER = struct.Struct(">QQQ")
 MAP_HEADER_SIZE = 24
 #: Where the initial transaction's items start.
@@ -373,6 +377,116 @@ def _scan_items(
             f"items end at {item}, the transaction at {start} ends at {transaction_end}",
         )
     return None
+
+
+def walk_transactions(
+    fd: int,
+    start: int,
+    eof: int,
+    on_transaction: Callable[[int, int, list[int]], None],
+) -> tuple[int, ScanProblem | None]:
+    """Walk the framing of the transactions in ``[start, eof)``, for inspection tools.
+
+    The lenient, read-only counterpart of ``scan_transactions``: only the
+    lengths and names of the items are read, so an item whose record is damaged
+    is still reported (its caller reads and checks the record), and an empty
+    transaction is reported too.  For each complete transaction
+    ``on_transaction(transaction_start, transaction_end, flat)`` is called,
+    ``flat`` alternating oid numbers and item positions.
+
+    Returns ``(end, problem)``: ``end`` is the end of the last transaction
+    reported, ``problem`` None when the walk reached ``eof`` cleanly, else a
+    ``ScanProblem``: "incomplete" when the last transaction is cut by ``eof``
+    (including Durus 4.3's length placeholder followed by the items of a
+    commit it did not finish: that placeholder is then not reported), or
+    "malformed" at the start of the first transaction whose items do not
+    tile it.  Nothing is ever raised for the file's content.
+    """
+    window = _Window(fd)
+    position = start
+    held: int | None = None  # a trailing empty transaction: maybe a 4.3 placeholder
+    problem: ScanProblem | None = None
+    while position < eof:
+        if eof - position < 8:
+            problem = ScanProblem(
+                "incomplete", position, f"{eof - position} of the 8 bytes of its length"
+            )
+            break
+        offset = window.fill(position, 8, eof)
+        length = INT8.unpack_from(window.data, offset)[0]
+        end = position + 8 + length
+        if end > eof:
+            problem = ScanProblem("incomplete", position, f"{eof - position} of {8 + length} bytes")
+            break
+        flat: list[int] = []
+        error = _walk_items(window, position + 8, end, eof, flat)
+        if error is not None:
+            problem = ScanProblem("malformed", position, error)
+            break
+        if held is not None:
+            on_transaction(held, held + 8, [])
+            held = None
+        if length == 0:
+            held = position
+        else:
+            on_transaction(position, end, flat)
+        position = end
+    if held is not None:
+        if (
+            problem is not None
+            and held == position - 8
+            and _is_bare_item_chain(window, position, eof)
+        ):
+            return held, ScanProblem(
+                "incomplete",
+                held,
+                f"the length placeholder of an unfinished Durus 4.3 commit and "
+                f"{eof - position} bytes of its items",
+            )
+        on_transaction(held, held + 8, [])
+    return position, problem
+
+
+def _walk_items(
+    window: _Window, item: int, transaction_end: int, eof: int, flat: list[int]
+) -> str | None:
+    """Check that items tile ``[item, transaction_end)``; fill ``flat``; the error or None."""
+    while item < transaction_end:
+        if transaction_end - item < ITEM_FRAME.size:
+            return f"an item head at {item} overruns its transaction (ends at {transaction_end})"
+        offset = window.fill(item, ITEM_FRAME.size, eof)
+        length, name = ITEM_FRAME.unpack_from(window.data, offset)
+        if length < MIN_ITEM_LENGTH:
+            return f"item at {item} claims an impossible length {length}"
+        after = item + 8 + length
+        if after > transaction_end:
+            return (
+                f"item at {item} overruns its transaction (ends at {after} > {transaction_end})"
+            )
+        flat.append(name)
+        flat.append(item)
+        item = after
+    return None
+
+
+def read_item(fd: int, position: int, eof: int) -> tuple[bytes, bytes]:
+    """``(name, record)`` of the item at ``position`` of a file of ``eof`` bytes.
+
+    ``ValueError`` if the item's length is impossible or runs past ``eof``.
+    The record itself is not checked.
+    """
+    head = pread_exact(fd, 16, position)
+    if len(head) < 16:
+        raise ValueError(f"the item at {position} is cut short by the end of the file")
+    length, _name = ITEM_FRAME.unpack(head)
+    if length < MIN_ITEM_LENGTH:
+        raise ValueError(f"the item at {position} claims an impossible length {length}")
+    if position + 8 + length > eof:
+        raise ValueError(f"item length {length} runs past the end of the file")
+    body = pread_exact(fd, length, position + 8)
+    if len(body) != length:
+        raise ValueError(f"the item at {position} is cut short by the end of the file")
+    return body[:8], body[8:]
 
 
 def pread_exact(fd: int, size: int, offset: int) -> bytes:

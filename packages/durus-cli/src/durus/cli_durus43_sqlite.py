@@ -1,0 +1,49 @@
+"""Read-only access to the databases of Durus 4.3's experimental ``SqliteStorage``.
+
+Used by ``durus info``, ``verify``, ``census`` and ``convert`` (spec 3.9: one
+table ``objects(id, data, refs)``, one row per oid holding its latest record).
+It stays in the command line until a SQLite storage distribution provides it.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+import struct
+
+__all__ = ["Durus43SqliteFile"]
+
+_int4 = struct.Struct(">I")
+
+
+class Durus43SqliteFile:
+    """An SQLite database of Durus 4.3 opened read-only (``sqlite3.Error`` if it is not one)."""
+
+    def __init__(self, path: str) -> None:
+        uri = pathlib.Path(path).absolute().as_uri() + "?mode=ro"
+        self.db = sqlite3.connect(uri, uri=True)
+        try:
+            #: ``(id, bytes of its record)`` of every row, as stored.
+            self.rows: list[tuple[object, object]] = self.db.execute(
+                "SELECT id, length(data) + length(refs) + 12 FROM objects"
+            ).fetchall()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def read_record(self, number: int, oid: bytes) -> bytes:
+        """The record of row ``number`` (oid ``oid``); ``KeyError`` if absent,
+        ``ValueError`` if unreadable.  The record is built, not checked."""
+        try:
+            row = self.db.execute(
+                "SELECT data, refs FROM objects WHERE id = ?", (number,)
+            ).fetchone()
+        except sqlite3.Error as error:
+            raise ValueError(f"the row cannot be read: {error}") from None
+        if row is None:
+            raise KeyError(oid)
+        data, refs = (bytes(part or b"") for part in row)
+        return oid + _int4.pack(len(data)) + data + refs
+
+    def close(self) -> None:
+        self.db.close()
