@@ -303,3 +303,22 @@ def test_shrink_evicts_the_least_recently_used_first():
     reader.abort()  # now only the first five (and the root) were used recently
     assert [nodes[i]._p_status for i in range(5)] == [SAVED] * 5
     assert all(nodes[i]._p_status == GHOST for i in range(5, 30))
+
+
+def test_entries_of_freed_objects_are_purged():
+    storage = MemoryStorage()
+    writer = Connection(storage)
+    root = writer.get_root()
+    for i in range(3000):
+        root[i] = Node(str(i))
+    writer.commit()
+    reader = Connection(storage, cache_size=10)
+    nodes = reader.get_root()
+    assert sum(len(nodes[i].name) for i in range(3000)) > 0
+    mapping = reader.cache.objects.mapping
+    assert len(mapping) == 3001
+    nodes._p_set_status_ghost()  # frees the 3000 nodes once no longer used
+    reader.abort()
+    reader.abort()
+    assert reader.get_cache_count() <= 10
+    assert len(mapping) < 1500  # the dead entries did not pile up

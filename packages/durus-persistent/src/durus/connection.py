@@ -158,6 +158,7 @@ class Cache:
         self.recent_objects = ReferenceContainer()
         self.finger = 0
         self.size = 0
+        self._count_after_scan = 0
         self.set_size(size)
 
     def get_size(self) -> int:
@@ -234,6 +235,7 @@ class Cache:
         """
         objects = self.objects
         if len(objects) <= self.size:
+            self._purge_dead()
             return
         serial = connection.transaction_serial
         recent = self.recent_objects.map
@@ -248,8 +250,21 @@ class Cache:
             if _status_of(obj) == 0:  # SAVED
                 obj._p_set_status_ghost()
         del obj
-        if len(objects) > self.size:
+        # What remains alive is referenced from elsewhere (the application,
+        # or loaded objects), or was loaded without being accessed.  Scanning
+        # for the latter costs the whole cache: do it only when the cache has
+        # grown by a tenth of its size since the last scan.
+        count = len(objects)
+        if count > self.size and count > self._count_after_scan + self.size // 10:
             self._shrink_by_scan(serial)
+            self._count_after_scan = len(objects)
+        self._purge_dead()
+
+    def _purge_dead(self) -> None:
+        """Drop the entries of freed objects once they are many (amortized O(1))."""
+        objects = self.objects
+        if len(objects.dead) > max(1024, len(objects.mapping) >> 1):
+            objects.clear_dead()
         logger.debug("cache shrunk to %d objects (target %d)", len(objects), self.size)
 
     def _shrink_by_scan(self, serial: int) -> None:
