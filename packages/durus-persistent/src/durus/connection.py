@@ -24,11 +24,13 @@ from durus.error import (
     WriteConflictError,
 )
 from durus.persistent import (
+    _UNKNOWN,
     GHOST,
     ConnectionBase,
     PersistentBase,
-    _cool,
-    _heat,
+    _families,
+    _make_family,
+    _set_class,
     new_ghost,
     real_class,
 )
@@ -423,17 +425,28 @@ class Connection(ConnectionBase):
     # -- hooks called by persistent objects -------------------------------------
 
     def note_access(self, obj: Any) -> None:
-        # The first read of ``obj`` in this transaction: keep this short.
+        # The first read of ``obj`` in this transaction: every step counts.
+        family = _families.get(type(obj), _UNKNOWN)
+        if family is _UNKNOWN:
+            family = _make_family(type(obj))
+        if family is not None:
+            # Switch to the hot variant first: from then on, plain attribute
+            # reads of obj's own fields are cheap.
+            _set_class(obj, family[1])
+            if obj._p_status == 1:  # UNSAVED: writes need no tracking either
+                _set_class(obj, family[2])
+            self._hot.append(obj)
+            accessed = obj._p_serial
+        else:
+            accessed = _serial_of(obj)
         serial = self.transaction_serial
-        if _serial_of(obj) != serial:
+        if accessed != serial:
             _set_serial(obj, serial)
             # Kept in access order: the least recently used come first.
             recent = self._recent
             key = id(obj)
             recent[key] = obj
             recent.move_to_end(key)
-        if _heat(obj):
-            self._hot.append(obj)
 
     def note_change(self, obj: Any) -> None:
         self.changed[obj._p_oid] = obj
@@ -443,8 +456,11 @@ class Connection(ConnectionBase):
     def _end_transaction(self) -> None:
         hot = self._hot
         if hot:
+            families = _families
             for obj in hot:
-                _cool(obj)
+                family = families.get(type(obj))
+                if family is not None:
+                    _set_class(obj, family[0])  # back to its own class
             del hot[:]
         self.shrink_cache()
         self.transaction_serial += 1

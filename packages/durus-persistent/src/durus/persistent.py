@@ -205,17 +205,6 @@ def new_ghost(cls: Any, oid: bytes | None, connection: Any) -> Any:
     return ghost
 
 
-def _heat(obj: PersistentObject) -> bool:
-    """Switch ``obj`` to its hot variant; False when its class cannot switch."""
-    family = _families.get(type(obj), _UNKNOWN)
-    if family is _UNKNOWN:
-        family = _make_family(type(obj))
-    if family is None:
-        return False
-    _set_class(obj, family[2] if _status_of(obj) == UNSAVED else family[1])
-    return True
-
-
 def _cool(obj: object) -> None:
     """Switch ``obj`` back to the application's class (end of a transaction)."""
     family = _families.get(type(obj))
