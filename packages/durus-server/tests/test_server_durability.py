@@ -114,3 +114,24 @@ def test_gcbytes_packs_while_serving(start_server):
     assert sorted(check.get_root()["live"].keys()) == list(range(n))
     assert len(check.get_root()["scratch"]) == 10
     assert [d["i"] for d in check.get_root()["bulk"]] == list(range(500))
+
+
+def test_automatic_pack_that_cannot_start_waits_for_another_gcbytes(start_server):
+    # A database without a root cannot be packed: the server says so once per
+    # gcbytes committed, instead of retrying (and logging) on every loop round.
+    from durus.serialize import pack_record
+
+    server = start_server(gcbytes=200, fsync=False, pack_slice=0)
+    storage = server.client()
+    storage.new_oid()  # oid 0, the root's: never stored here
+    oid = storage.new_oid()
+    commits = 6
+    for i in range(commits):
+        storage.begin()
+        storage.store(oid, pack_record(oid, b"\x80\x02N." + bytes(300) + bytes([i]), b""))
+        storage.end()
+    assert storage.load(oid).endswith(bytes([commits - 1]))
+    assert server.alive()
+    warnings = server.log_text().count("automatic pack not started")
+    assert 1 <= warnings <= commits
+    storage.close()

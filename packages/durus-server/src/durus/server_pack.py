@@ -45,8 +45,6 @@ class Packing(ServerBase):
         try:
             self.storage.load(ROOT_OID)
         except KeyError:
-            if client is None:
-                self.bytes_since_pack = 0
             return "the database has no root object: nothing to pack"
         except Exception as exc:
             return f"cannot pack: {exc}"

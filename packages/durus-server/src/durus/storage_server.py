@@ -397,7 +397,11 @@ class StorageServer(
             if self.packer is not None:
                 self._pack_steps()
             elif 0 < self.gcbytes <= self.bytes_since_pack:
-                self._start_pack(None)
+                problem = self._start_pack(None)
+                if problem is not None:
+                    # Try again after another gcbytes, not on every round.
+                    logger.warning("automatic pack not started: %s", problem)
+                    self.bytes_since_pack = 0
 
     def _select_timeout(self) -> float:
         if self._ready or self.packer is not None:
