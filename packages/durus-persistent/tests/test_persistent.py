@@ -323,3 +323,12 @@ def test_computed_attribute_ghost_needs_no_storage(connection):
     loads = connection.get_load_count()
     assert c.get(lambda: 3) == 3
     assert connection.get_load_count() == loads
+
+
+def test_note_access_on_a_ghost_keeps_it_loadable(connection):
+    p = stored_point(connection)
+    connection.abort()
+    p._p_set_status_ghost()
+    connection.note_access(p)  # as a caller outside the attribute hooks might
+    assert p._p_is_ghost()
+    assert p.x == 1  # still loads on first read

@@ -433,9 +433,14 @@ class Connection(ConnectionBase):
             # Switch to the hot variant first: from then on, plain attribute
             # reads of obj's own fields are cheap.
             _set_class(obj, family[1])
-            if obj._p_status == 1:  # UNSAVED: writes need no tracking either
+            status = obj._p_status
+            if status == 1:  # UNSAVED: writes need no tracking either
                 _set_class(obj, family[2])
-            self._hot.append(obj)
+            elif status == GHOST:
+                # Not loaded (a direct call): stay tracked so a read loads it.
+                _set_class(obj, family[0])
+            if status != GHOST:
+                self._hot.append(obj)
             accessed = obj._p_serial
         else:
             accessed = _serial_of(obj)
