@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from array import array
 from pathlib import Path
 
 from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_list import PersistentList
+from durus.shelf_index import BLOCK, PositionIndex, load_index_file, save_index_file
 from durus.utils import int8_to_str
 
 
@@ -127,8 +129,10 @@ def test_a_damaged_index_is_ignored(tmp_path):
         with open(path + ".index", "wb") as f:
             f.write(broken)
         storage = FileStorage(path, readonly=True)
-        assert storage.shelf.open_scan_bytes > 0
         assert dict(storage.gen_oid_record()) == records
+        # Noticed at open (the header) or when the damaged block was first used.
+        shelf = storage.shelf
+        assert shelf.open_scan_bytes > 0 or shelf.index_rescan_bytes > 0
         storage.close()
     with open(path + ".index", "wb") as f:
         f.write(data[:40])
@@ -173,3 +177,123 @@ def test_the_index_after_a_pack(tmp_path):
     assert len(storage.shelf.index) > 0
     assert list(Connection(storage).get_root()["y"]) == [2]
     storage.close()
+
+
+def build_raw_tail(path: str, count: int, length: int) -> dict[bytes, bytes]:
+    """A database whose tail holds ``count`` one-item commits of ``length`` bytes."""
+    records = build(path, commits=2)
+    for k in range(count):
+        name = int8_to_str(1000 + k)
+        record = name + (0).to_bytes(4, "big") + bytes([k % 251]) * length
+        append_raw_transaction(path, name, record)
+        records[name] = record
+    storage = FileStorage(path)  # indexes the new commits: saved at close
+    storage.close()
+    return records
+
+
+def test_an_index_pointing_at_another_oid_is_caught_by_the_item(tmp_path, caplog):
+    """A stale index whose checksums all agree (the file changed only between the
+    sampled regions): every item names its oid, so the load notices and rebuilds."""
+    path = str(tmp_path / "swap.durus")
+    records = build_raw_tail(path, count=100, length=4000)
+    storage = FileStorage(path)
+    first, second = int8_to_str(1040), int8_to_str(1060)
+    at_first = storage.shelf.get_position(first)
+    at_second = storage.shelf.get_position(second)
+    assert at_first is not None and at_second is not None
+    storage.close()
+    # Another writer's history: the two commits (of the same size) in the other order.
+    data = bytearray(Path(path).read_bytes())
+    size = 8 + 8 + len(records[first])
+    assert size == 8 + 8 + len(records[second])
+    item_first = data[at_first : at_first + size]
+    data[at_first : at_first + size] = data[at_second : at_second + size]
+    data[at_second : at_second + size] = item_first
+    Path(path).write_bytes(data)
+    storage = FileStorage(path, readonly=True)
+    assert storage.shelf.open_scan_bytes == 0
+    assert storage.shelf.index.base is not None
+    with caplog.at_level("WARNING", logger="durus.file_storage"):
+        assert storage.load(first) == records[first]
+    assert storage.shelf.index_rescan_bytes > 0
+    assert storage.shelf.index.base is None
+    assert "damaged" in caplog.text
+    assert storage.shelf.get_position(first) == at_second
+    assert dict(storage.gen_oid_record()) == records
+    storage.close()
+
+
+def test_a_damaged_block_is_found_when_first_used(tmp_path, caplog):
+    path = str(tmp_path / "block.durus")
+    records = build(path)
+    data = Path(path + ".index").read_bytes()
+    storage = FileStorage(path, readonly=True)
+    base = storage.shelf.index.base
+    assert base is not None
+    where = base.body_at + 8 * 5  # the position of oid 5
+    storage.close()
+    broken = bytearray(data)
+    broken[where] ^= 0x08  # still a plausible position: only the block's crc tells
+    Path(path + ".index").write_bytes(broken)
+    storage = FileStorage(path)
+    shelf = storage.shelf
+    assert shelf.open_scan_bytes == 0  # opening did not look at the array
+    assert shelf.index.base is not None and not shelf.index.base.verified
+    with caplog.at_level("WARNING", logger="durus.file_storage"):
+        assert storage.load(int8_to_str(5)) == records[int8_to_str(5)]
+    assert "damaged" in caplog.text
+    assert shelf.index_rescan_bytes > 0
+    assert dict(storage.gen_oid_record()) == records
+    storage.close()
+    assert Path(path + ".index").read_bytes() == data  # the writer saved a sound one
+
+
+def test_opening_does_not_read_the_array(tmp_path):
+    """A 1,000,000-entry index whose blocks but the first are all damaged: the
+    open never notices (it reads none of them), loads use only the first block."""
+    path = str(tmp_path / "big.durus")
+    records = build(path)
+    loaded = load_index_file(path + ".index", low=0)
+    assert loaded is not None
+    meta, mapped, count, largest = loaded
+    slots = 1_000_000
+    index = PositionIndex()
+    index.array = array("Q", bytes(8 * slots))
+    index.array[: mapped.slots] = mapped.chunk(0, mapped.slots)
+    index.array[slots - 1] = largest  # a valid position, never loaded
+    index.count = count + 1
+    index.top = slots
+    mapped.close()
+    save_index_file(path + ".index", meta, index, durable=False, largest=largest)
+    data = bytearray(Path(path + ".index").read_bytes())
+    body_at = len(data) - 8 * slots
+    for block in range(1, (slots + BLOCK - 1) // BLOCK):
+        data[body_at + 8 * BLOCK * block + 7] ^= 0xFF  # an impossible position
+    Path(path + ".index").write_bytes(data)
+    storage = FileStorage(path, readonly=True)
+    shelf = storage.shelf
+    assert shelf.open_scan_bytes == 0
+    base = shelf.index.base
+    assert base is not None and base.slots == slots and base.verified == set()
+    assert len(shelf.index) == count + 1
+    for name, record in records.items():
+        assert storage.load(name) == record
+    assert base.verified == {0}
+    assert shelf.index_rescan_bytes == 0 and shelf.index.base is base
+    storage.close()
+
+
+def test_an_index_of_the_previous_version_is_rebuilt(tmp_path):
+    path = str(tmp_path / "v1.durus")
+    records = build(path)
+    data = Path(path + ".index").read_bytes()
+    old = bytearray(data)
+    old[: len(b"DURUS-SHELF-INDEX-2\n")] = b"DURUS-SHELF-INDEX-1\n"
+    Path(path + ".index").write_bytes(old)
+    storage = FileStorage(path)
+    assert storage.shelf.open_scan_bytes > 0
+    assert storage.shelf.index.base is None
+    assert dict(storage.gen_oid_record()) == records
+    storage.close()
+    assert Path(path + ".index").read_bytes() == data

@@ -315,3 +315,27 @@ def test_our_reader_follows_a_durus43_writer_and_its_pack(tmp_path, durus43):
     assert summarize_here(path) == json.loads(durus43(READ_WITH_DURUS43, path).stdout)
     assert list(reader.get_root()["from_durus43"]) == ["hello"]
     reader_storage.close()
+
+
+def test_an_index_made_stale_by_a_durus43_commit(tmp_path, durus43):
+    """Durus 4.3 appends after our writer saved the index (it knows nothing of it):
+    the index still covers its region, the commit after it is scanned."""
+    path = str(tmp_path / "stale.durus")
+    durus43(WRITE_WITH_DURUS43, path, "create")
+    storage = FileStorage(path)
+    connection = Connection(storage)
+    for i in range(20):
+        connection.get_root()[f"ours{i}"] = PersistentList([i])
+        connection.commit()
+    storage.close()
+    index_before = Path(path + ".index").read_bytes()
+    size = os.path.getsize(path)
+    durus43(WRITE_WITH_DURUS43, path, "append")
+    assert Path(path + ".index").read_bytes() == index_before
+    expected = json.loads(durus43(READ_WITH_DURUS43, path).stdout)
+    storage = FileStorage(path, readonly=True)
+    assert storage.shelf.open_scan_bytes == os.path.getsize(path) - size
+    assert storage.shelf.index.base is not None  # the covered region still comes from it
+    assert list(Connection(storage).get_root()["from_durus43"]) == ["hello"]
+    storage.close()
+    assert summarize_here(path) == expected

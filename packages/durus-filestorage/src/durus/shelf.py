@@ -57,6 +57,7 @@ from durus.shelf_format import (
 from durus.shelf_index import (
     IndexMeta,
     PositionIndex,
+    TailIndex,
     load_index_file,
     sample_crcs,
     save_index_file,
@@ -431,10 +432,12 @@ class Shelf:
         self.map = OffsetMapView(self.mm, map_start)
         self.map_start = map_start
         self.map_end = map_end
-        self.index = PositionIndex()
+        self.index = TailIndex()
         self.end = map_end
         self.last_start = map_end
         self.saved_end: int | None = None
+        #: Bytes rescanned after open because the side index proved damaged when used.
+        self.index_rescan_bytes = 0
         if not self.temporary and self._use_index_file:
             self._adopt_index_file(size)
         scanned_from = self.end
@@ -456,21 +459,22 @@ class Shelf:
         return self.path + ".index"
 
     def _adopt_index_file(self, size: int) -> None:
-        loaded = load_index_file(self._index_path())
+        # O(1) in the number of oids: the header is checked against the file
+        # here, the array is mapped and each block checked when first used.
+        loaded = load_index_file(self._index_path(), low=self.map_end)
         if loaded is None:
             return
-        meta, index, largest = loaded
-        if not self._index_matches(meta, index, size, largest):
+        meta, mapped, count, largest = loaded
+        if not self._index_matches(meta, count, size, largest):
+            mapped.close()
             logger.info("%r: its side index is stale; rebuilding it from the file", self.path)
             return
-        self.index = index
+        self.index = TailIndex(mapped, count, self._rescan_covered)
         self.end = meta.covered_end
         self.last_start = meta.last_start
         self.saved_end = meta.covered_end
 
-    def _index_matches(
-        self, meta: IndexMeta, index: PositionIndex, size: int, largest: int
-    ) -> bool:
+    def _index_matches(self, meta: IndexMeta, count: int, size: int, largest: int) -> bool:
         covered_end = meta.covered_end
         if (meta.map_start, meta.map_width, meta.map_count) != (
             self.map_start,
@@ -486,12 +490,40 @@ class Shelf:
             length = INT8.unpack(pread_exact(self.fd, 8, meta.last_start))[0]
             if meta.last_start + 8 + length != covered_end:
                 return False
-        elif meta.last_start != self.map_end or index.count:
+        elif meta.last_start != self.map_end or count:
             return False
         if (meta.head_crc, meta.tail_crc) != sample_crcs(self.fd, self.map_end, covered_end):
             return False
-        # Positions are below covered_end; the checksum vouches for the rest.
-        return largest < covered_end and (index.count == 0) == (largest == 0)
+        # Positions are below covered_end; each block's checksum, checked when the
+        # block is first used, and the oid of every item loaded vouch for the rest.
+        return largest < covered_end and (count == 0) == (largest == 0)
+
+    def _rescan_covered(self) -> PositionIndex:
+        """The positions of ``[map_end, covered_end)``, scanned again (the side index
+        proved damaged after open)."""
+        base = self.index.base
+        assert base is not None
+        fresh = PositionIndex()
+        fresh_set = fresh.set
+
+        def apply(_start: int, flat: list[int]) -> None:
+            for i in range(0, len(flat), 2):
+                fresh_set(flat[i], flat[i + 1])
+
+        end, problem = scan_transactions(
+            self.fd, self.map_end, base.covered_end, apply, consume_trailing_empty=False
+        )
+        if problem is not None or end != base.covered_end:
+            raise DamagedFileError(
+                f"{self.path!r}: rescanning after a damaged side index stopped at {end}"
+                + (f": {problem.detail}" if problem is not None else ""),
+                self.path,
+                end,
+            )
+        self.saved_end = None  # a writer saves a sound index at close
+        self.index_rescan_bytes += end - self.map_end
+        logger.warning("%r: rescanned %d bytes", self.path, end - self.map_end)
+        return fresh
 
     def _apply_transaction(self, start: int, flat: list[int]) -> None:
         index_set = self.index.set
@@ -663,6 +695,10 @@ class Shelf:
         if position is None:
             return None
         item_name, record = self.read_item(position)
+        if item_name != name and self.index.base is not None:
+            # Every item starts with its oid: the side index was wrong.
+            self.index.rebuild(f"the item at {position} is not oid {name.hex()}")
+            return self.get_value(name)
         if item_name != name:
             raise DamagedFileError(
                 f"{self.path!r}: the item at {position} belongs to oid "
@@ -689,6 +725,12 @@ class Shelf:
     def iteritems(self) -> Iterator[tuple[bytes, bytes]]:
         for name, position in self.iterindex():
             item_name, record = self.read_item(position)
+            if item_name != name and self.index.base is not None:
+                self.index.rebuild(f"the item at {position} is not oid {name.hex()}")
+                value = self.get_value(name)
+                assert value is not None
+                yield name, value
+                continue
             if item_name != name:
                 raise DamagedFileError(
                     f"{self.path!r}: the item at {position} is not oid {name!r}",
@@ -921,11 +963,12 @@ class Shelf:
             head_crc,
             tail_crc,
         )
-        largest = max(self.index.array, default=0)
-        if self.index.extra:
-            largest = max(largest, *self.index.extra.values())
+        index = self.index.flatten()  # checks every block not yet used
+        largest = max(index.array, default=0)
+        if index.extra:
+            largest = max(largest, *index.extra.values())
         try:
-            save_index_file(self._index_path(), meta, self.index, durable=False, largest=largest)
+            save_index_file(self._index_path(), meta, index, durable=False, largest=largest)
         except OSError as error:
             logger.warning("could not save the index %r: %s", self._index_path(), error)
             return
@@ -934,6 +977,9 @@ class Shelf:
     # -- closing ---------------------------------------------------------------------------
 
     def _release(self) -> None:
+        index = getattr(self, "index", None)
+        if index is not None:
+            index.close()
         if self.mm is not None:
             try:
                 self.mm.close()
