@@ -28,7 +28,7 @@ from durus.cli_common import (
     parse,
     run_command,
 )
-from durus.cli_progress import Progress
+from durus.cli_progress import Progress, add_progress_options
 from durus.cli_scan import ROOT_OID, ScanResult, scan_file
 
 __all__ = ["census_main", "convert_main", "info_main", "verify_main"]
@@ -38,17 +38,6 @@ EXIT_DAMAGED = 1
 
 def _oid_number(oid: bytes) -> int:
     return int.from_bytes(oid, "big")
-
-
-def _add_progress_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--progress", dest="progress", action="store_true", default=None,
-        help="always show a progress bar on standard error",
-    )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false",
-        help="never show a progress bar (default: shown on a terminal only)",
-    )
 
 
 def open_scan(path: str) -> ScanResult:
@@ -177,7 +166,7 @@ def build_info_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("file", metavar="FILE", help="the database file")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
-    _add_progress_options(parser)
+    add_progress_options(parser)
     return parser
 
 
@@ -271,7 +260,7 @@ def build_verify_parser() -> argparse.ArgumentParser:
         "--max-reports", type=non_negative_int, default=20, metavar="N",
         help="list at most N problems of each kind (default: 20)",
     )
-    _add_progress_options(parser)
+    add_progress_options(parser)
     return parser
 
 
@@ -371,7 +360,7 @@ def build_census_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("file", metavar="FILE", help="the database file")
     parser.add_argument("--json", action="store_true", help="print the census as JSON")
-    _add_progress_options(parser)
+    add_progress_options(parser)
     return parser
 
 
@@ -427,7 +416,7 @@ def build_convert_parser() -> argparse.ArgumentParser:
     parser.add_argument("old", metavar="OLD", help="the DFS20 or SQLite database")
     parser.add_argument("new", metavar="NEW", nargs="?", default=None,
                         help="the SHELF-1 file to write (must not exist)")
-    _add_progress_options(parser)
+    add_progress_options(parser)
     return parser
 
 

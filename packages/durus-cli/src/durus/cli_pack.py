@@ -18,20 +18,9 @@ from durus.cli_common import (
     parse,
     run_command,
 )
-from durus.cli_progress import Progress
+from durus.cli_progress import Progress, add_progress_options
 
 __all__ = ["pack_file", "pack_main", "pack_server", "pack_storage_main"]
-
-
-def _add_progress_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--progress", dest="progress", action="store_true", default=None,
-        help="always show a progress bar on standard error",
-    )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false",
-        help="never show a progress bar (default: shown on a terminal only)",
-    )
 
 
 def build_parser(prog: str = "durus -p") -> argparse.ArgumentParser:
@@ -50,7 +39,7 @@ def build_parser(prog: str = "durus -p") -> argparse.ArgumentParser:
         "--wait", default=0, type=non_negative_int, metavar="SECONDS",
         help="wait up to SECONDS for the server to start listening (default: 0)",
     )
-    _add_progress_options(parser)
+    add_progress_options(parser)
     return parser
 
 
@@ -62,7 +51,7 @@ def build_file_parser(prog: str = "durus pack") -> argparse.ArgumentParser:
         "file is kept as FILE.prepack.",
     )
     parser.add_argument("file", metavar="FILE", help="the database file")
-    _add_progress_options(parser)
+    add_progress_options(parser)
     return parser
 
 

@@ -6,12 +6,25 @@ only when stderr is a terminal, so piped or logged output stays clean.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import time
 from typing import IO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "add_progress_options"]
+
+
+def add_progress_options(parser: argparse.ArgumentParser) -> None:
+    """``--progress`` / ``--no-progress`` for a command that may run long."""
+    parser.add_argument(
+        "--progress", dest="progress", action="store_true", default=None,
+        help="always show a progress bar on standard error",
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false",
+        help="never show a progress bar (default: shown on a terminal only)",
+    )
 
 
 class Progress:
