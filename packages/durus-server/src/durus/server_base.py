@@ -78,7 +78,6 @@ class ServerBase:
     _listener: socket.socket | None
     _wakeup: tuple[socket.socket, socket.socket] | None
     _stop_reason: str | None
-    _serving: bool
     _started: float
     stats: dict[str, Any]
 

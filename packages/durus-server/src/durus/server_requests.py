@@ -24,6 +24,7 @@ from durus.wire_protocol import (
     NEW_OIDS,
     NONCE_SIZE,
     PACK,
+    PROTOCOL,
     QUIT,
     STATS,
     STATUS_OKAY,
@@ -183,7 +184,7 @@ class RequestDispatch(ServerBase):
         document = {
             "server": "durus-server",
             "version": SERVER_VERSION,
-            "protocol": 1,
+            "protocol": int.from_bytes(PROTOCOL, "big"),
             "features": ["E", "F", "T", "X"],
             "tls": self.ssl_context is not None,
             "auth": self.secret is not None,

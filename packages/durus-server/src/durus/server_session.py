@@ -55,8 +55,6 @@ class ClientSession:
         self.connected_at = now
         self.last_recv = now
         self.last_send = now
-        self.waiting_since = now
-        self.events = 0
         self.ra_end = -1
         self.ra_window = 0
         self.sent_recently: dict[bytes, None] = {}

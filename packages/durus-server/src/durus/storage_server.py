@@ -48,9 +48,6 @@ it; each concern lives in its own ``durus.server_*`` module (see the README).
 
 from __future__ import annotations
 
-import hmac
-import logging
-import os
 import selectors
 import signal
 import socket
@@ -59,18 +56,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
-from durus.error import ConflictError, ReadConflictError
 from durus.server_access import AccessControl, stop_allowed
 from durus.server_commit_window import CommitWindow
 from durus.server_commits import CommitCoordination, Transaction
 from durus.server_config import (
-    MESSAGES_PER_ROUND,
-    OUTPUT_HIGH_WATER,
-    RECV_SIZE,
-    ROOT_OID,
     SERVER_VERSION,
     is_readonly,
     logger,
@@ -80,61 +71,31 @@ from durus.server_connections import ClientConnections
 from durus.server_invalidations import Invalidations
 from durus.server_loads import LoadReplies
 from durus.server_oids import OidReservation
-from durus.server_pack import Packing, now_iso
-from durus.server_prefetch import Prefetching, add_refs
+from durus.server_pack import Packing
+from durus.server_prefetch import Prefetching
 from durus.server_requests import RequestDispatch
 from durus.server_session import (
-    AUTH_PROOF,
-    C_DATA,
-    COMMAND,
-    DECISION,
-    RESULT,
     ClientError,
     ClientSession,
-    peer_name,
 )
 from durus.server_stats import StatsReporting, new_counters
 from durus.storage import Storage
 from durus.wire_protocol import (
-    ABANDON,
-    APPROVE,
-    AUTHENTICATE,
-    BULK_LOAD,
-    CLOSE,
-    COMMIT,
-    COMMIT_DATA,
     DEFAULT_GCBYTES,
     DEFAULT_HOST,
     DEFAULT_PORT,
-    FETCH,
-    HELLO_OID,
-    LOAD,
-    NEW_OID,
-    NEW_OIDS,
-    NONCE_SIZE,
-    PACK,
     PROTOCOL,
-    QUIT,
-    STATS,
     STATUS_INVALID,
     STATUS_KEYERROR,
     STATUS_OKAY,
-    STATUS_REVIEW,
-    SYNC,
     TIMEOUT,
-    VERSION,
     HostPortAddress,
     InheritedSocket,
     SocketAddress,
     UnixAbstractAddress,
     UnixDomainSocketAddress,
     as_secret,
-    auth_proof,
-    decode_transaction,
-    encode_error,
-    encode_json,
     get_systemd_socket,
-    is_local_peer,
     send_stop,
     wait_for_server,
 )
@@ -161,28 +122,6 @@ __all__ = [
 
 __version__ = SERVER_VERSION
 
-# Names this module defined before its concerns moved out; still importable here.
-_Client = ClientSession
-_Transaction = Transaction
-_COMMAND, _C_DATA, _DECISION, _RESULT, _AUTH_PROOF = COMMAND, C_DATA, DECISION, RESULT, AUTH_PROOF
-_RECV_SIZE = RECV_SIZE
-_OUTPUT_HIGH_WATER = OUTPUT_HIGH_WATER
-_MESSAGES_PER_ROUND = MESSAGES_PER_ROUND
-_add_refs = add_refs
-_is_readonly = is_readonly
-_supports_group_commit = supports_group_commit
-_peer_name = peer_name
-_now_iso = now_iso
-_int4 = int.to_bytes
-_from_int = int.from_bytes
-# Names imported here before the split (``from durus.storage_server import X``).
-_REEXPORTED = (
-    ABANDON, APPROVE, AUTHENTICATE, BULK_LOAD, CLOSE, COMMIT, COMMIT_DATA, FETCH, HELLO_OID, LOAD,
-    NEW_OID, NEW_OIDS, NONCE_SIZE, PACK, QUIT, STATS, STATUS_REVIEW, SYNC, VERSION, ROOT_OID,
-    auth_proof, decode_transaction, encode_error, encode_json, is_local_peer, stop_allowed,
-    ConflictError, ReadConflictError, hmac, logging, os, datetime, timezone,
-)
-del _REEXPORTED
 
 
 class StorageServer(
@@ -309,7 +248,6 @@ class StorageServer(
         self._listener: socket.socket | None = None
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
         self._stop_reason: str | None = None
-        self._serving = False
         self._started = time.time()
         self.stats: dict[str, Any] = new_counters()
 
@@ -345,14 +283,12 @@ class StorageServer(
         selector.register(sock, selectors.EVENT_READ, None)
         selector.register(wakeup[0], selectors.EVENT_READ, wakeup)
         previous = self._install_signal_handlers()
-        self._serving = True
         logger.info("Ready on %s", self.address,
                     extra={"event": "ready", "address": str(self.address),
                            "tls": self.ssl_context is not None, "auth": self.secret is not None})
         try:
             self._loop()
         finally:
-            self._serving = False
             self._shutdown(previous)
 
     # -- event loop --------------------------------------------------------------------
