@@ -96,10 +96,8 @@ class PersistentBase:
         _setattribute(self, "_p_connection", None)
         _setattribute(self, "_p_oid", None)
         # A new object has nothing to track until a commit stores it.
-        family = _families.get(cls, _UNKNOWN)
-        if family is _UNKNOWN and issubclass(cls, PersistentObject):
-            family = _make_family(cls)
-        if family is not None and family is not _UNKNOWN and family[_COLD] is cls:
+        family = _family_of(cls)
+        if family is not None and family[_COLD] is cls:
             _set_class(self, family[_HOT_DIRTY])
         return self
 
@@ -173,12 +171,15 @@ def _make_family(cls: type) -> tuple[type, type, type, type] | None:
     return family
 
 
-def _family(obj: object) -> tuple[type, type, type, type] | None:
-    cls = type(obj)
-    try:
-        return _families[cls]
-    except KeyError:
-        return _make_family(cls)
+def _family_of(cls: type) -> tuple[type, type, type, type] | None:
+    """The family of ``cls`` (made on first use), or None if it cannot switch.
+
+    ``Connection.note_access`` inlines this lookup: it runs on every first access.
+    """
+    family = _families.get(cls, _UNKNOWN)
+    if family is _UNKNOWN:
+        family = _make_family(cls)
+    return family
 
 
 def real_class(obj: object) -> type:
@@ -217,7 +218,7 @@ def _mark_dirty_class(obj: object) -> None:
     if family is None:
         if _connection_of(obj) is None:
             return
-        family = _family(obj)
+        family = _family_of(type(obj))
         if family is None:
             return
     cls = type(obj)

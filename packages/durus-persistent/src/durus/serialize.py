@@ -342,9 +342,9 @@ class ObjectReader:
 
     def get_state(self, data: bytes, load: bool = True) -> Any:
         """The state object of ``data`` (or its raw pickle when not ``load``)."""
-        memo, state, start = self._split(data)
         if not load:
-            return state[start:]
+            return self.get_state_pickle(data)
+        memo, state, start = self._split(data)
         self.load_count += 1
         if self._busy:
             # Unpickling reached back into the reader (a load from __setstate__
