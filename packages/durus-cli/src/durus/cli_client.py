@@ -36,7 +36,8 @@ def build_parser(prog: str = "durus -c") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--file", default=None, metavar="FILE",
-        help="open FILE directly instead of connecting to a server",
+        help="open FILE (or a storage URL: sqlite:///path, postgresql://...) directly "
+        "instead of connecting to a server",
     )
     parser.add_argument(
         "--storage-class", dest="storage_class", default=None, metavar="MODULE.CLASS",

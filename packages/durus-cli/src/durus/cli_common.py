@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from durus.storage_url import is_storage_url, open_storage_url
+
 __all__ = [
     "CliError",
     "CommandParser",
@@ -229,10 +231,9 @@ def get_storage_class(file: str) -> Any:
             f"SHELF-1 files: convert it first with `durus convert {file} NEW_FILE`"
         )
     if kind == "SQLite":
-        raise CliError(
-            f"{file} is a Durus 4.3 SqliteStorage database: SQLite storages are not "
-            f"supported yet; `durus convert {file} NEW_FILE` copies it into a SHELF-1 file"
-        )
+        from durus.sqlite_storage import SqliteStorage
+
+        return SqliteStorage
     if kind == "empty":
         raise CliError(
             f"{file} is an empty file, not a Durus database (remove it to start a new one)"
@@ -243,8 +244,12 @@ def get_storage_class(file: str) -> Any:
 def get_storage(file: str | None, storage_class: str | None = None, **kwargs: Any) -> Any:
     """Open ``file`` with ``storage_class`` (a dotted name) or the class its bytes call for.
 
-    ``file`` None is a new temporary file, removed when the storage is closed.
+    ``file`` None is a new temporary file, removed when the storage is closed;
+    a storage URL (``sqlite:///path``, ``postgresql://...``) opens that database.
     """
+    if storage_class is None and file is not None and is_storage_url(file):
+        kwargs.pop("repair", None)
+        return open_storage_url(file, **kwargs)
     if storage_class is not None:
         cls = import_class(storage_class)
     elif file is None:
@@ -286,14 +291,18 @@ def open_storage(
     **kwargs: Any,
 ) -> Any:
     """``get_storage`` with every failure a person can cause turned into ``CliError``."""
+    if file is not None and is_storage_url(file):
+        must_exist = False  # a database server's database: the storage says if it is missing
+    elif file is not None and kwargs.get("readonly") and not os.path.exists(file):
+        raise CliError(f"{file}: no such file (--readonly cannot create one)")
     if file is not None and must_exist and not os.path.exists(file):
         raise CliError(f"{file}: no such file")
-    if file is not None and kwargs.get("readonly") and not os.path.exists(file):
-        raise CliError(f"{file}: no such file (--readonly cannot create one)")
     try:
         return get_storage(file, storage_class=storage_class, **kwargs)
     except CliError:
         raise
+    except ImportError as error:  # e.g. postgresql:// without psycopg
+        raise CliError(f"cannot open {file}: {error}") from None
     except (OSError, ValueError, AssertionError, EOFError) as error:
         raise CliError(explain_open_error(file, error, locked_hint)) from None
     except Exception as error:

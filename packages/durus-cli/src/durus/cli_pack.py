@@ -32,7 +32,8 @@ def build_parser(prog: str = "durus -p") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--file", default=None, metavar="FILE",
-        help="pack FILE in this process (it must not be in use by a server)",
+        help="pack FILE (or the database of a storage URL: sqlite:///path, "
+        "postgresql://...) in this process (a file must not be in use by a server)",
     )
     add_address_options(parser, "of the server")
     parser.add_argument(
@@ -65,7 +66,7 @@ def pack_file(file: str, progress: bool | None = None) -> tuple[int, int]:
         "--address)",
     )
     try:
-        before = os.path.getsize(file)
+        before = _size(file, storage)
         Connection(storage)  # Durus 4.3 creates the root of a root-less file here too
         with Progress(f"packing {file}", enabled=progress) as bar:
 
@@ -84,9 +85,16 @@ def pack_file(file: str, progress: bool | None = None) -> tuple[int, int]:
             else:
                 for _step in packer:
                     pass
+        after = _size(file, storage)
     finally:
         storage.close()
-    return before, os.path.getsize(file)
+    return before, after
+
+
+def _size(file: str, storage: object) -> int:
+    """Bytes the database takes: its file, or what an SQL storage reports."""
+    get_size = getattr(storage, "get_size", None)
+    return int(get_size()) if callable(get_size) else os.path.getsize(file)
 
 
 def pack_server(address: object, wait: float = 0) -> None:

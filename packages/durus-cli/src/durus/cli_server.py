@@ -39,8 +39,9 @@ def build_parser(prog: str = "durus -s") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--file", default=None, metavar="FILE",
-        help="the database file, created if missing (default: a new temporary file, "
-        "removed when the server stops)",
+        help="the database file, created if missing, or a storage URL (sqlite:///path, "
+        "postgresql://user@host/db) (default: a new temporary file, removed when the "
+        "server stops)",
     )
     parser.add_argument(
         "--storage-class", dest="storage_class", default=None, metavar="MODULE.CLASS",

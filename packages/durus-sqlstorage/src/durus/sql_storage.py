@@ -1,0 +1,446 @@
+"""The logic both SQL storages share: commits, invalidations, oids, loads.
+
+A subclass supplies the dialect (how to connect, the DDL, how to lock and
+number a transaction, how to reserve oids, which driver errors mean a lost
+connection).  Everything else, in particular Durus's commit protocol, lives
+here once:
+
+* every commit takes the next transaction number under the database's write
+  lock (the ``durus_state`` row), so commits are serialised across processes;
+* while holding it, the commit reads the oids other writers committed since
+  this storage last synced and hands them to the connection, which may raise
+  a conflict (the transaction is then rolled back: nothing was written);
+* then it writes its rows tagged with its number and commits; it returns only
+  once the database reports the commit durable.
+
+``sync()`` returns the oids of rows written (or removed by a pack) by others
+since the last sync; ``load()`` of a row newer than that raises
+``ReadConflictError``, so what a connection reads is one consistent state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from durus.error import DurusKeyError, ReadConflictError
+from durus.serialize import split_oids
+from durus.sql_errors import (
+    DatabaseUnavailableError,
+    ReadOnlyStorageError,
+    SchemaVersionError,
+    SqlStorageError,
+)
+from durus.sql_schema import SCHEMA_VERSION
+from durus.storage import Storage, gen_reachable_records
+from durus.utils import int8_to_str
+
+__all__ = [
+    "DatabaseUnavailableError",
+    "ReadOnlyStorageError",
+    "SchemaVersionError",
+    "SqlStorage",
+    "SqlStorageError",
+]
+
+logger = logging.getLogger("durus.sql_storage")
+
+ROOT_OID = int8_to_str(0)
+_LENGTH = 4
+#: Rows read or written per statement in bulk operations.
+BATCH = 1000
+#: The most oids reserved in one round trip (the pool doubles up to this).
+MAX_OID_BLOCK = 1024
+
+
+def _oid(number: int) -> bytes:
+    return number.to_bytes(8, "big")
+
+
+def _number(oid: bytes) -> int:
+    return int.from_bytes(oid, "big")
+
+
+def _record(oid: bytes, data: bytes, refs: bytes | None) -> bytes:
+    return b"".join((oid, len(data).to_bytes(_LENGTH, "big"), data, refs or b""))
+
+
+def _split(oid: bytes, record: bytes) -> tuple[int, bytes, bytes]:
+    """``(oid number, data, refs)`` of a record, checked against ``oid``."""
+    if len(oid) != 8 or record[:8] != oid or len(record) < 12:
+        raise ValueError(f"the record stored for oid {oid!r} does not start with that oid")
+    end = 12 + int.from_bytes(record[8:12], "big")
+    refs = record[end:]
+    if end > len(record) or len(refs) % 8:
+        raise ValueError(f"the record of oid {oid!r} is malformed (inconsistent lengths)")
+    return _number(oid), record[12:end], refs
+
+
+class SqlStorage(Storage):
+    """A Durus storage in an SQL database: see the module docstring.
+
+    Subclasses implement the ``_dialect`` hooks below.  Attributes as in
+    Durus 4.3's storages: ``pending_records`` (the records of the commit being
+    built), ``invalid`` (oids to report at the next ``sync()``).
+    """
+
+    #: How driver placeholders are written ("?" or "%s"); SQL here uses "?".
+    placeholder = "?"
+
+    def __init__(self, readonly: bool = False) -> None:
+        self.readonly = readonly
+        self.pending_records: list[tuple[int, bytes, bytes]] = []
+        self.invalid: set[bytes] = set()
+        self.pack_extra: list[bytes] | None = None
+        self._oid_pool: list[int] = []
+        self._oid_block = 1
+        self._db: Any = None
+        self._db = self._open()
+        self._last_tid = self._current_tid()
+
+    # -- dialect hooks -------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        """A new driver connection in autocommit mode."""
+        raise NotImplementedError
+
+    def _prepare(self, db: Any) -> None:
+        """Create or check the schema on a fresh connection (may migrate old files)."""
+        raise NotImplementedError
+
+    def _begin_write(self) -> None:
+        """Start a transaction that will write (SQLite takes its write lock here)."""
+        raise NotImplementedError
+
+    def _next_tid(self) -> int:
+        """Inside a write transaction: lock ``durus_state`` and return the next tid."""
+        raise NotImplementedError
+
+    def _reserve_oids(self, count: int) -> list[int]:
+        """``count`` oid numbers nobody else will ever get."""
+        raise NotImplementedError
+
+    def _set_next_oid_at_least(self, number: int) -> None:
+        """Make sure oids up to ``number - 1`` are never handed out (restores, migrations)."""
+        raise NotImplementedError
+
+    def _is_disconnect(self, error: BaseException) -> bool:
+        """Whether a driver error means the connection is gone."""
+        raise NotImplementedError
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
+
+    def _in_list(self, count: int) -> str:
+        """SQL for ``id IN (...)`` with ``count`` values (a dialect may pass one array)."""
+        return "IN (" + ",".join("?" * count) + ")"
+
+    def _in_params(self, numbers: list[int]) -> tuple[Any, ...]:
+        return tuple(numbers)
+
+    def describe(self) -> str:
+        """Where the data is, for messages (never a password)."""
+        raise NotImplementedError
+
+    def get_size(self) -> int:
+        """Bytes the database takes on disk (tables and indexes)."""
+        raise NotImplementedError
+
+    # -- the driver, with errors made clear ------------------------------------------
+
+    def _open(self) -> Any:
+        db = self._connect_clearly()
+        try:
+            self._prepare(db)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                db.close()
+            raise
+        return db
+
+    def _connect_clearly(self) -> Any:
+        try:
+            return self._connect()
+        except self._driver_errors() as error:
+            raise DatabaseUnavailableError(
+                f"cannot connect to {self.describe()}: {_first_line(error)}"
+            ) from error
+
+    def _ensure_db(self) -> Any:
+        if self._db is None:
+            self._db = self._open()
+            logger.info("reconnected to %s", self.describe())
+        return self._db
+
+    def _sql(self, sql: str) -> str:
+        if self.placeholder != "?":
+            return sql.replace("?", self.placeholder)
+        return sql
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        """Run one statement; lost connections and other driver errors made clear."""
+        db = self._ensure_db()
+        try:
+            return db.execute(self._sql(sql), tuple(params))
+        except self._driver_errors() as error:
+            raise self._translate(error) from error
+
+    def _executemany(self, sql: str, rows: Iterable[Any]) -> None:
+        db = self._ensure_db()
+        try:
+            db.cursor().executemany(self._sql(sql), rows)
+        except self._driver_errors() as error:
+            raise self._translate(error) from error
+
+    def _translate(self, error: BaseException) -> SqlStorageError:
+        if self._is_disconnect(error):
+            self._drop_connection()
+            return DatabaseUnavailableError(
+                f"lost the connection to {self.describe()}: {_first_line(error)}"
+            )
+        return SqlStorageError(f"{self.describe()}: {_first_line(error)}")
+
+    def _drop_connection(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(Exception):
+                db.close()
+
+    def _rollback(self) -> None:
+        db = self._db
+        if db is None:
+            return
+        try:
+            db.execute("ROLLBACK")
+        except Exception:  # the connection is unusable: start afresh next time
+            self._drop_connection()
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.describe()} has schema version {version}, newer than this "
+                f"durus-sqlstorage understands ({SCHEMA_VERSION}): upgrade durus-sqlstorage"
+            )
+        if version < 1:
+            raise SchemaVersionError(f"{self.describe()} has an invalid schema version {version}")
+
+    def _current_tid(self) -> int:
+        row = self._execute("SELECT tid FROM durus_state").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- reading -----------------------------------------------------------------
+
+    def load(self, oid: bytes) -> bytes:
+        row = self._execute(
+            "SELECT data, refs, tid FROM objects WHERE id = ?", (_number(oid),)
+        ).fetchone()
+        return self._row_record(oid, row)
+
+    def _row_record(self, oid: bytes, row: Any) -> bytes:
+        if row is None:
+            raise DurusKeyError(oid)
+        data, refs, tid = row
+        if data is None:  # a tombstone: packed away
+            raise DurusKeyError(oid)
+        if tid > self._last_tid:
+            # Written after this storage's last sync: the caller must sync first.
+            raise ReadConflictError([oid])
+        return _record(oid, bytes(data), bytes(refs) if refs is not None else None)
+
+    def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
+        """The records of ``oids`` in order, fetched ``BATCH`` per statement."""
+        pending = list(oids)
+        for start in range(0, len(pending), BATCH):
+            batch = pending[start:start + BATCH]
+            numbers = [_number(oid) for oid in batch]
+            rows = {
+                row[0]: row[1:]
+                for row in self._execute(
+                    "SELECT id, data, refs, tid FROM objects WHERE id "
+                    + self._in_list(len(numbers)),
+                    self._in_params(numbers),
+                ).fetchall()
+            }
+            for oid, number in zip(batch, numbers, strict=True):
+                yield self._row_record(oid, rows.get(number))
+
+    def gen_oid_record(  # type: ignore[override]  # Durus 4.3's signature
+        self, start_oid: bytes | None = None, batch_size: int = 100, **other: Any
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """With ``start_oid``, the records reachable from it; without, every stored record.
+
+        The full listing goes by oid order in batches (Durus 4.3's version of
+        this was broken SQL); objects changed meanwhile are listed as they are
+        when their batch is read.
+        """
+        if start_oid is not None:
+            yield from gen_reachable_records(self, start_oid, batch_size)
+            return
+        after = -1
+        while True:
+            rows = self._execute(
+                "SELECT id, data, refs FROM objects WHERE id > ? AND data IS NOT NULL"
+                " ORDER BY id LIMIT ?",
+                (after, BATCH),
+            ).fetchall()
+            if not rows:
+                return
+            for number, data, refs in rows:
+                oid = _oid(number)
+                yield oid, _record(oid, bytes(data), bytes(refs) if refs is not None else None)
+            after = rows[-1][0]
+
+    def sync(self) -> list[bytes]:
+        """Oids written or removed by others since the last sync (or commit)."""
+        rows = self._execute(
+            "SELECT s.tid, o.id FROM durus_state s"
+            " LEFT JOIN objects o ON o.tid > ? AND o.tid <= s.tid",
+            (self._last_tid,),
+        ).fetchall()
+        invalid = self.invalid
+        if rows:
+            self._last_tid = int(rows[0][0])
+            invalid.update(_oid(row[1]) for row in rows if row[1] is not None)
+        result = list(invalid)
+        invalid.clear()
+        return result
+
+    # -- writing -----------------------------------------------------------------
+
+    def _check_writable(self, what: str) -> None:
+        if self.readonly:
+            raise ReadOnlyStorageError(f"{self.describe()} is open read-only: cannot {what}")
+
+    def new_oid(self) -> bytes:
+        pool = self._oid_pool
+        if not pool:
+            self._check_writable("allocate an oid")
+            pool.extend(reversed(self._reserve_oids(self._oid_block)))
+            self._oid_block = min(MAX_OID_BLOCK, self._oid_block * 2)
+        return _oid(pool.pop())
+
+    def begin(self) -> None:
+        self.pending_records.clear()
+
+    def store(self, oid: bytes, record: bytes) -> None:
+        self._check_writable("store a record")
+        self.pending_records.append(_split(oid, record))
+
+    def end(self, handle_invalidations: Callable[[list[bytes]], None] | None = None) -> None:
+        """Commit the stored records; returns once the database has made them durable."""
+        rows, self.pending_records = self.pending_records, []
+        if not rows:
+            if handle_invalidations is not None:
+                handle_invalidations(self.sync())
+            return
+        self._check_writable("commit")
+        committing = False
+        try:
+            self._begin_write()
+            tid = self._next_tid()
+            invalid = self._changed_since(self._last_tid, tid)
+            self._last_tid = tid - 1
+            if handle_invalidations is None:
+                self.invalid.update(invalid)
+            else:
+                handle_invalidations(invalid)
+            self._executemany(
+                "INSERT INTO objects (id, data, refs, tid) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET"
+                " data = excluded.data, refs = excluded.refs, tid = excluded.tid",
+                [(number, data, refs, tid) for number, data, refs in rows],
+            )
+            committing = True
+            self._execute("COMMIT")
+        except BaseException as error:
+            if committing and isinstance(error, DatabaseUnavailableError):
+                # The COMMIT was sent and the answer lost: find out what happened.
+                if self._committed(tid, rows[0][0]):
+                    self._last_tid = tid
+                    return
+            self._rollback()
+            raise
+        self._last_tid = tid
+        if self.pack_extra is not None:
+            self.pack_extra.extend(_oid(row[0]) for row in rows)
+
+    def _changed_since(self, last: int, tid: int) -> list[bytes]:
+        rows = self._execute(
+            "SELECT id FROM objects WHERE tid > ? AND tid < ?", (last, tid)
+        ).fetchall()
+        return [_oid(row[0]) for row in rows]
+
+    def _committed(self, tid: int, number: int) -> bool:
+        """After a lost COMMIT: did it reach the database?  (False when unknowable.)"""
+        try:
+            row = self._execute("SELECT tid FROM objects WHERE id = ?", (number,)).fetchone()
+        except SqlStorageError:
+            return False
+        return row is not None and row[0] == tid
+
+    def create_from_records(self, oid_records: Iterable[tuple[bytes, bytes]]) -> int:
+        """Fill an empty database with ``(oid, record)`` pairs, oids kept; returns the count.
+
+        Used by ``durus convert``.  Written in batches, each its own
+        transaction; the oid counter ends past the largest oid written.
+        """
+        self._check_writable("restore records")
+        if self._execute("SELECT id FROM objects LIMIT 1").fetchone() is not None:
+            raise SqlStorageError(f"{self.describe()} is not empty: cannot restore into it")
+        count = 0
+        highest = -1
+        batch: list[tuple[int, bytes, bytes]] = []
+        for oid, record in oid_records:
+            row = _split(oid, record)
+            batch.append(row)
+            highest = max(highest, row[0])
+            if len(batch) >= BATCH:
+                self.begin()
+                self.pending_records = batch
+                self.end()
+                count += len(batch)
+                batch = []
+        if batch:
+            self.pending_records = batch
+            self.end()
+            count += len(batch)
+        self._set_next_oid_at_least(highest + 1)
+        self._oid_pool.clear()
+        return count
+
+    # -- pack --------------------------------------------------------------------
+
+    def get_packer(self, progress: Callable[[str], None] | None = None) -> Iterator[Any]:
+        """The steps of an online pack: see ``durus.sql_packer``."""
+        self._check_writable("pack")
+        from durus.sql_packer import SqlPacker
+
+        return SqlPacker(self, progress).steps()
+
+    def pack(self, progress: Callable[[str], None] | None = None) -> None:
+        """Remove every object not reachable from the root."""
+        for _step in self.get_packer(progress):
+            pass
+
+    # -- the rest ------------------------------------------------------------------
+
+    def is_readonly(self) -> bool:
+        return self.readonly
+
+    def is_temporary(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._oid_pool.clear()
+        self._drop_connection()
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}({self.describe()!r})"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
