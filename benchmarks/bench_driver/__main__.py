@@ -6,7 +6,7 @@ Actions:
   run NAME        run workload NAME (see workloads.WORKLOADS)
   open            open the storage at --path alone, read-only, and time it
   serve           serve --path on loopback --port until terminated
-  client-commits  one client of the server-commits workload
+  client-commits  one client of the server_commits (--port) or sql_commits (--dsn) workload
 """
 
 from __future__ import annotations
@@ -64,9 +64,16 @@ def _serve(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _client_commits(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
-    """Connect, load our slot's item, say ready, wait for "go", then commit and time."""
-    adapter.require("client")
-    session = adapter.connect(args.port)
+    """Connect, load our slot's item, say ready, wait for "go", then commit and time.
+
+    Through the storage server on ``--port``, or straight to PostgreSQL at ``--dsn``.
+    """
+    if args.dsn:
+        adapter.require("sql")
+        session = adapter.open_sql(args.dsn)
+    else:
+        adapter.require("client")
+        session = adapter.connect(args.port)
     try:
         item = session.root["slots"][args.slot]
         item.n  # noqa: B018 -- load it before the clock starts
@@ -110,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default="{}")
     parser.add_argument("--scratch")
     parser.add_argument("--port", type=int)
+    parser.add_argument("--dsn")
     parser.add_argument("--fsync", default="null")
     parser.add_argument("--slot", type=int)
     parser.add_argument("--commits", type=int)

@@ -74,4 +74,24 @@ def build_garbage(adapter: Adapter, path: str, params: dict[str, Any]) -> dict[s
     return {"bytes": adapter.db_size(path)}
 
 
-FIXTURES = {"db": build_db, "db_packed": build_packed, "garbage": build_garbage}
+def build_sql_db(adapter: Adapter, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``db`` fixture in the PostgreSQL database ``params["dsn"]``; the oids go
+    beside ``path`` (which names no database file)."""
+    adapter.require("sql")
+    session = adapter.open_sql(params["dsn"], cache_size=DEFAULT_CACHE)
+    try:
+        fill_tree(adapter, session, params["n"], BATCH)
+        oids = collect_oids(adapter, session)
+    finally:
+        session.close()
+    with open(oids_path(path), "w", encoding="utf-8") as f:
+        json.dump(oids, f)
+    return {"objects": len(oids)}
+
+
+FIXTURES = {
+    "db": build_db,
+    "db_packed": build_packed,
+    "garbage": build_garbage,
+    "sql_db": build_sql_db,
+}

@@ -13,6 +13,15 @@ from typing import Any
 HIGHER = "higher"
 LOWER = "lower"
 
+#: The systems with a PostgreSQL storage, the only ones the ``sql_*`` workloads measure
+#: (ours: ``durus.pg_storage.PostgresStorage``; relstorage: RelStorage, history-free).
+SQL_SYSTEMS = ("ours", "relstorage")
+#: Why the other systems are unavailable on the ``sql_*`` workloads.
+NO_SQL = {
+    "durus43": "Durus 4.3 has no SQL storage",
+    "zodb": "ZODB on PostgreSQL is the relstorage system",
+}
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -26,7 +35,7 @@ class Figure:
 class FixtureRef:
     """A database file a workload reads; built once per system and run."""
 
-    kind: str  # "db", "db_packed" or "garbage" (see bench_driver.fixtures)
+    kind: str  # "db", "db_packed", "garbage" or "sql_db" (see bench_driver.fixtures)
     params: tuple[tuple[str, Any], ...]
 
     def as_dict(self) -> dict[str, Any]:
@@ -45,6 +54,19 @@ class Workload:
     params: dict[str, Any] = field(default_factory=dict)
     fixtures: dict[str, FixtureRef] = field(default_factory=dict)
     durability_matters: bool = False
+    # On PostgreSQL: a fresh database per repetition, its fixtures built into it.
+    sql: bool = False
+
+
+def measured(workload: Workload, system: str) -> bool:
+    """Whether ``system`` is compared on ``workload`` at all: RelStorage is a peer on the
+    ``sql_*`` workloads only, and its cells elsewhere stay empty."""
+    return workload.sql or system != "relstorage"
+
+
+def unavailable_reason(workload: Workload, system: str) -> str | None:
+    """Why ``system`` cannot run ``workload``, when the catalogue knows it already."""
+    return NO_SQL.get(system) if workload.sql else None
 
 
 def _scaled(base: int, scale: float, minimum: int) -> int:
@@ -76,6 +98,8 @@ def build(scale: float) -> list[Workload]:
     client_commits = _scaled(500, scale, 10)
     loads = min(small, _scaled(20_000, scale, 100))
     live = _scaled(50_000, scale, 500)
+    sql_commits = _scaled(300, scale, 10)
+    sql_loads = _scaled(20_000, scale, 200)
     rate, cost = _rate, _cost
     latency = (cost("p50_s", "s", "commit latency p50"), cost("p99_s", "s", "commit latency p99"))
     garbage = FixtureRef("garbage", (("live", live), ("rounds", 9), ("dead", live)))
@@ -212,6 +236,26 @@ def build(scale: float) -> list[Workload]:
             ),
             {"n": large},
             {"db": _db(large)},
+        ),
+        Workload(
+            "sql_commits",
+            "sql_commits",
+            f"4 writer processes x {sql_commits:,} one-object commits to PostgreSQL,"
+            " each writer its own storage",
+            (rate("commits_per_s", "commits/s", "commit rate"), *latency),
+            {"clients": 4, "commits": sql_commits},
+            durability_matters=True,
+            sql=True,
+        ),
+        Workload(
+            "sql_cold_loads",
+            "sql_cold_loads",
+            f"a fresh process with an empty cache loads {sql_loads:,} objects one by one"
+            " from PostgreSQL",
+            (rate("loads_per_s", "loads/s", "load rate"),),
+            {"loads": sql_loads},
+            {"db": FixtureRef("sql_db", (("n", sql_loads),))},
+            sql=True,
         ),
     ]
 

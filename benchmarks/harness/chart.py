@@ -19,6 +19,7 @@ SERIES = (
     ("ours_vs_durus43", "ours vs Durus 4.3", "#1f77b4"),
     ("ours_vs_zodb", "ours vs ZODB", "#ff7f0e"),
     ("durus43_vs_zodb", "Durus 4.3 vs ZODB", "#b0b0b0"),
+    ("ours_vs_relstorage", "ours vs RelStorage", "#2ca02c"),
 )
 
 
@@ -55,7 +56,7 @@ def draw(doc: dict, out: str) -> None:
     else:
         bar = 0.8 / len(SERIES)
         for i, (key, label, colour) in enumerate(SERIES):
-            ys = [n + (i - 1) * bar for n in range(len(rows))]
+            ys = [n + (i - (len(SERIES) - 1) / 2) * bar for n in range(len(rows))]
             values = [ratios.get(key) or 0 for _, ratios in rows]
             kept = [(y, v) for y, v in zip(ys, values, strict=True) if v > 0]
             if kept:

@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue, envs, machine, report, results, targets
+from .postgres import Postgres
 from .runner import ERROR, OK, UNAVAILABLE, Outcome, Runner, log_tail
 
-SYSTEMS = ("ours", "durus43", "zodb")
+SYSTEMS = ("ours", "durus43", "zodb", "relstorage")
 SMOKE_SCALE = 0.01
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="benchmarks/run.py",
-        description="Benchmark ours against Durus 4.3 and ZODB (issue 6).",
+        description="Benchmark ours against Durus 4.3 and ZODB (issue 6), "
+        "and against RelStorage on PostgreSQL.",
     )
     p.add_argument(
         "--scale",
@@ -42,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--only", help="comma-separated workload names or prefixes (see --list)")
     p.add_argument(
-        "--systems", default=",".join(SYSTEMS), help="comma-separated subset of ours,durus43,zodb"
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated subset of " + ",".join(SYSTEMS),
     )
     p.add_argument(
         "--python",
@@ -52,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help=f"CI check: scale {SMOKE_SCALE}, 1 repetition, everything",
+        help=f"CI check: scale {SMOKE_SCALE}, 1 repetition (everything unless --only/--systems)",
     )
     p.add_argument(
         "--timeout",
@@ -73,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> argparse.Namespace:
     if args.smoke:
-        args.scale, args.repeat, args.only = SMOKE_SCALE, 1, None
-        args.systems, args.timeout = ",".join(SYSTEMS), min(args.timeout, 300.0)
+        # Every workload and system unless --only / --systems narrow it.
+        args.scale, args.repeat = SMOKE_SCALE, 1
+        args.timeout = min(args.timeout, 300.0)
     chosen = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SYSTEMS))
     if unknown or not chosen:
@@ -83,6 +88,28 @@ def _settings(args: argparse.Namespace) -> argparse.Namespace:
     if args.repeat < 1 or args.scale <= 0:
         raise ValueError("--repeat must be >= 1 and --scale > 0")
     return args
+
+
+def _measured_systems(args: argparse.Namespace, workloads: list[catalogue.Workload]) -> None:
+    """Leave out a system that no chosen workload compares (RelStorage without sql_*)."""
+    args.system_list = [
+        s for s in args.system_list if any(catalogue.measured(w, s) for w in workloads)
+    ]
+
+
+def _postgres(args: argparse.Namespace, workloads: list[catalogue.Workload]) -> Postgres | None:
+    """The run's PostgreSQL cluster, when a sql_* workload will use it."""
+    wanted = any(w.sql for w in workloads) and set(catalogue.SQL_SYSTEMS) & set(args.system_list)
+    if not wanted:
+        return None
+    postgres = Postgres()
+    print("postgresql: ", end="", flush=True)
+    postgres.start()
+    if postgres.status == OK:
+        print(f"started ({postgres.info.get('version')}, {postgres.info.get('bin')})")
+    else:
+        print(f"{postgres.status}: {postgres.reason} (the sql_* workloads are {postgres.status})")
+    return postgres
 
 
 def _list(workloads: list[catalogue.Workload]) -> None:
@@ -135,11 +162,17 @@ def _run_all(
         outcomes[workload.name] = per_system
         for rep in range(args.repeat):
             for system in args.system_list:
+                if not catalogue.measured(workload, system):
+                    continue  # no outcome: an empty cell, not "unavailable"
                 previous = per_system[system]
                 if previous and previous[-1].status == UNAVAILABLE:
                     previous.append(previous[-1])  # it will not appear between repetitions
                     continue
-                outcome = runner.run(workload, system, rep + 1)
+                reason = catalogue.unavailable_reason(workload, system)
+                if reason:
+                    outcome = Outcome(UNAVAILABLE, reason=reason)
+                else:
+                    outcome = runner.run(workload, system, rep + 1)
                 previous.append(outcome)
                 print(
                     f"  rep {rep + 1}/{args.repeat} {system:<8} {_progress(workload, outcome)}",
@@ -201,6 +234,7 @@ def main(argv: list[str]) -> int:
     if args.list:
         _list(workloads)
         return 0
+    _measured_systems(args, workloads)
     started = datetime.datetime.now()
     stamp = started.strftime("%Y%m%d-%H%M%S")
     try:
@@ -212,7 +246,26 @@ def main(argv: list[str]) -> int:
         return 1
     workdir = envs.BENCH_DIR / ".work" / stamp
     workdir.mkdir(parents=True, exist_ok=True)
-    runner = Runner(built, workdir, args.timeout, args.keep_work)
+    postgres = _postgres(args, workloads)
+    try:
+        return _measure(args, workloads, built, interpreter, workdir, postgres, started, argv)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+
+
+def _measure(
+    args: argparse.Namespace,
+    workloads: list[catalogue.Workload],
+    built: dict[str, envs.Env],
+    interpreter: envs.Interpreter,
+    workdir: Path,
+    postgres: Postgres | None,
+    started: datetime.datetime,
+    argv: list[str],
+) -> int:
+    stamp = workdir.name
+    runner = Runner(built, workdir, args.timeout, args.keep_work, postgres)
     doc: dict[str, Any] = {
         "schema": results.SCHEMA,
         "started": started.isoformat(timespec="seconds"),
@@ -228,6 +281,7 @@ def main(argv: list[str]) -> int:
         },
         "machine": machine.describe(workdir, envs.ROOT),
         "convention": results.CONVENTION,
+        "postgres": postgres.describe() if postgres else None,
     }
     doc["systems"] = _systems_info(runner, built, args.system_list)
     outcomes, errors = _run_all(args, runner, workloads)

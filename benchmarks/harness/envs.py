@@ -1,4 +1,4 @@
-"""Virtual environments of the three systems and of the harness's tools.
+"""Virtual environments of the four systems and of the harness's tools.
 
 Why rebuilt from scratch when stale: a venv is cheap to make on a warm pip cache
 and a partly upgraded one is a source of incomparable runs.  Each venv carries a
@@ -23,6 +23,7 @@ ROOT = BENCH_DIR.parent
 PACKAGES = ROOT / "packages"
 ENVS_DIR = BENCH_DIR / ".envs"
 REQUIREMENTS = BENCH_DIR / "requirements"
+OURS_EXTRA = REQUIREMENTS / "ours-extra.txt"  # third-party dependencies of our wheels
 STAMP = "bench-stamp.json"
 DEFAULT_PYTHONS = ("3.12", "3.11")
 SKIPPED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
@@ -168,7 +169,7 @@ def tools_env(interpreter: Interpreter) -> Env:
 
 
 def peer_env(name: str, interpreter: Interpreter) -> Env:
-    """``durus43`` or ``zodb``, installed from the index with pinned versions."""
+    """``durus43``, ``zodb`` or ``relstorage``, installed from the index with pinned versions."""
     return _requirements_env(name, interpreter, REQUIREMENTS / f"{name}.txt")
 
 
@@ -188,11 +189,15 @@ def ours_env(interpreter: Interpreter, tools: Env) -> Env:
     Sibling dependencies (durus-persistent, ...) are not on any index, so the
     wheels go into a private wheelhouse and pip installs from it alone.  A
     distribution that does not build yet is left out and named in the notes:
-    the workloads that need its modules then report "unavailable".
+    the workloads that need its modules then report "unavailable".  Their
+    third-party dependencies (psycopg, for durus-sqlstorage's PostgresStorage)
+    come first from the index, pinned in ``ours-extra.txt``.
     """
     dists = _distribution_dirs()
     tools_pins = (REQUIREMENTS / "tools.txt").read_bytes()
-    inputs = hashlib.sha256(_tree_digest(PACKAGES).encode() + tools_pins).hexdigest()
+    extra_pins = OURS_EXTRA.read_bytes()
+    digest = _tree_digest(PACKAGES).encode() + tools_pins + extra_pins
+    inputs = hashlib.sha256(digest).hexdigest()
     path, reused = _fresh_or_reused("ours", interpreter, inputs)
     env = Env("ours", path, reused=reused)
     notes_file = path / "bench-notes.json"
@@ -225,6 +230,13 @@ def ours_env(interpreter: Interpreter, tools: Env) -> Env:
             env.notes.append(f"{dist.name} did not build: {_last_error_line(log)}")
     wheels = sorted(str(p) for p in wheelhouse.glob("*.whl"))
     _run_logged([interpreter.path, "-m", "venv", str(path)], log, "creating the ours venv")
+    # Third-party dependencies first (psycopg for durus-sqlstorage): then the
+    # --no-index install of our wheels finds them already satisfied.
+    _run_logged(
+        [env.python, "-m", "pip", "install", "--quiet", "-r", str(OURS_EXTRA)],
+        log,
+        f"installing {OURS_EXTRA.name} into the ours venv",
+    )
     if wheels:
         install = [
             env.python,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .results import CONVENTION
+from .results import CONVENTION, NOT_MEASURED
 
-SYSTEMS = ("ours", "durus43", "zodb")
+SYSTEMS = ("ours", "durus43", "zodb", "relstorage")
 RATIO_COLUMNS = (
     ("ours_vs_durus43", "ours/d43"),
     ("ours_vs_zodb", "ours/zodb"),
     ("durus43_vs_zodb", "d43/zodb"),
+    ("ours_vs_relstorage", "ours/rs"),
 )
 _PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"))
 
@@ -47,7 +48,7 @@ class _Notes:
 
 
 def _cell(result: dict[str, Any] | None, unit: str, system: str, notes: _Notes) -> str:
-    if result is None:
+    if result is None or result["status"] == NOT_MEASURED:
         return ""
     if result["status"] == "ok":
         median, low, high = result["median"], result["min"], result["max"]
@@ -64,7 +65,8 @@ def _ratio(value: float | None) -> str:
 
 def _table(doc: dict[str, Any], notes: _Notes) -> list[str]:
     systems = [s for s in SYSTEMS if s in doc["settings"]["systems"]]
-    header = ["figure", "unit", "better", *systems, *(c for _, c in RATIO_COLUMNS)]
+    columns = [(k, c) for k, c in RATIO_COLUMNS if set(k.split("_vs_")) <= set(systems)]
+    header = ["figure", "unit", "better", *systems, *(c for _, c in columns)]
     rows: list[list[str] | str] = []
     for entry in doc["workloads"]:
         rows.append(f"{entry['name']}: {entry['title']}")
@@ -75,7 +77,7 @@ def _table(doc: dict[str, Any], notes: _Notes) -> list[str]:
                     figure["unit"],
                     figure["better"],
                     *(_cell(figure["results"].get(s), figure["unit"], s, notes) for s in systems),
-                    *(_ratio(figure["ratios"].get(key)) for key, _ in RATIO_COLUMNS),
+                    *(_ratio(figure["ratios"].get(key)) for key, _ in columns),
                 ]
             )
         if entry["durability"]:
@@ -113,12 +115,23 @@ def _header(doc: dict[str, Any]) -> list[str]:
         "fsync: ZODB's FileStorage fsyncs every commit (it cannot be turned off); "
         "Durus 4.3 never fsyncs; ours runs as each workload says (FileStorage(fsync=...))."
     )
+    postgres = doc.get("postgres")
+    if postgres:
+        if postgres["status"] == "ok":
+            lines.append(
+                f"postgresql: {postgres.get('version')} ({postgres.get('bin')}), one cluster "
+                "for the run, a fresh database per sql_* repetition; ours and RelStorage "
+                "(history-free) on the same server; commits durable as its settings say "
+                "(see each workload's durability line)"
+            )
+        else:
+            lines.append(f"postgresql: {postgres['status']}: {postgres['reason']}")
     lines.append("ratios: " + CONVENTION)
     return lines
 
 
 def _targets(doc: dict[str, Any]) -> list[str]:
-    lines = ["targets of issue 6 for ours (informational; a run never fails on them):"]
+    lines = ["targets for ours (informational; a run never fails on them):"]
     measured = [t for t in doc["targets"] if t["value"] is not None]
     for t in measured:
         lines.append(f"  {t['status']:<8} {t['target']}: {t['value']:.3g} (wanted {t['wanted']})")

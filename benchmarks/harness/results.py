@@ -15,23 +15,31 @@ from .runner import ERROR, OK, UNAVAILABLE, Outcome
 from .stats import ratio, summarize
 
 SCHEMA = 1
-PEERS = ("durus43", "zodb")
+PEERS = ("durus43", "zodb", "relstorage")
+#: The status of a system a workload does not compare (RelStorage outside sql_*).
+NOT_MEASURED = "not measured"
 CONVENTION = (
     "A ratio says how many times better the first system is than the second: "
     "first/second for figures where higher is better (rates), second/first where "
     "lower is better (times, sizes). Above 1 always means the first system is better."
 )
-RATIO_PAIRS = (("ours", "durus43"), ("ours", "zodb"), ("durus43", "zodb"))
+RATIO_PAIRS = (
+    ("ours", "durus43"),
+    ("ours", "zodb"),
+    ("durus43", "zodb"),
+    ("ours", "relstorage"),
+)
 
 
 def _system_result(outcomes: list[Outcome], key: str) -> dict[str, Any]:
+    if not outcomes:
+        return {"status": NOT_MEASURED}
     errors = [o for o in outcomes if o.status == ERROR]
     if errors:
         return {"status": ERROR, "reason": errors[0].reason}
     missing = [o for o in outcomes if o.status == UNAVAILABLE]
-    if missing or not outcomes:
-        reason = missing[0].reason if missing else "not run"
-        return {"status": UNAVAILABLE, "reason": reason}
+    if missing:
+        return {"status": UNAVAILABLE, "reason": missing[0].reason}
     return {"status": OK, **summarize([o.figures[key] for o in outcomes])}
 
 

@@ -15,10 +15,13 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalogue import FixtureRef, Workload
 from .envs import BENCH_DIR, Env
+
+if TYPE_CHECKING:
+    from .postgres import Postgres
 
 EXIT_UNAVAILABLE = 3  # bench_driver.protocol.EXIT_UNAVAILABLE
 OK, UNAVAILABLE, ERROR = "ok", "unavailable", "error"
@@ -46,11 +49,19 @@ def log_tail(path: Path, lines: int = 20) -> list[str]:
 class Runner:
     """Starts ``python -m bench_driver`` in a system's venv and reads its result."""
 
-    def __init__(self, envs: dict[str, Env], workdir: Path, timeout: float, keep: bool) -> None:
+    def __init__(
+        self,
+        envs: dict[str, Env],
+        workdir: Path,
+        timeout: float,
+        keep: bool,
+        postgres: Postgres | None = None,
+    ) -> None:
         self.envs = envs
         self.workdir = workdir
         self.timeout = timeout
         self.keep = keep
+        self.postgres = postgres  # the run's PostgreSQL cluster, for the sql_* workloads
         self.fixtures: dict[tuple[str, FixtureRef], tuple[str | None, Outcome]] = {}
 
     def _driver(self, system: str, args: list[str], name: str, cwd: Path) -> Outcome:
@@ -129,19 +140,51 @@ class Runner:
 
     def run(self, workload: Workload, system: str, rep: int) -> Outcome:
         """Repetition ``rep`` (from 1) of ``workload`` on ``system`` in a fresh scratch dir."""
+        if workload.sql:
+            return self._run_sql(workload, system, rep)
         params = dict(workload.params, fixtures={})
         for label, ref in workload.fixtures.items():
             path, outcome = self.fixture(system, ref)
             if path is None:
-                # An unavailable fixture means the system lacks what the workload
-                # needs too: say that plainly; a failed one is named.
-                if outcome.status == UNAVAILABLE:
-                    return Outcome(UNAVAILABLE, reason=outcome.reason)
-                reason = f"fixture {ref.describe()} failed: {outcome.reason}"
-                return Outcome(ERROR, reason=reason, log=outcome.log)
+                return _fixture_failed(ref, outcome)
             params["fixtures"][label] = path
         scratch = self.workdir / system / f"{workload.name}-{rep}"
         scratch.mkdir(parents=True, exist_ok=True)
+        return self._run_driver(workload, system, rep, params, scratch)
+
+    def _run_sql(self, workload: Workload, system: str, rep: int) -> Outcome:
+        """The same in a fresh PostgreSQL database, its fixtures built into it first
+        (untimed, by another process: the workload's process starts cold)."""
+        postgres = self.postgres
+        if postgres is None or postgres.status != OK:
+            reason = postgres.reason if postgres else "no PostgreSQL cluster was started"
+            return Outcome(postgres.status if postgres else UNAVAILABLE, reason=reason)
+        scratch = self.workdir / system / f"{workload.name}-{rep}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            dsn = postgres.create_database(f"{system}_{workload.name}_{rep}")
+        except Exception as exc:
+            return Outcome(ERROR, reason=f"cannot create a database: {exc!r}"[:300])
+        params = dict(workload.params, fixtures={}, dsn=dsn)
+        for label, ref in workload.fixtures.items():
+            slug = ref.kind + "-" + "-".join(f"{k}{v}" for k, v in ref.params)
+            path = scratch / slug  # the fixture's side files (oids); the data is in dsn
+            fixture_params = dict(ref.as_dict(), dsn=dsn)
+            outcome = self._driver(
+                system,
+                ["prepare", ref.kind, "--path", str(path), "--params", json.dumps(fixture_params)],
+                f"{system}-{workload.name}-{rep}-fixture-{slug}",
+                scratch,
+            )
+            self.fixtures[(system, ref)] = (dsn if outcome.status == OK else None, outcome)
+            if outcome.status != OK:
+                return _fixture_failed(ref, outcome)
+            params["fixtures"][label] = str(path)
+        return self._run_driver(workload, system, rep, params, scratch)
+
+    def _run_driver(
+        self, workload: Workload, system: str, rep: int, params: dict[str, Any], scratch: Path
+    ) -> Outcome:
         args = ["run", workload.driver, "--params", json.dumps(params), "--scratch", str(scratch)]
         outcome = self._driver(system, args, f"{system}-{workload.name}-{rep}", scratch)
         if not self.keep and outcome.status != ERROR:
@@ -155,3 +198,12 @@ class Runner:
                 if key not in wanted:
                     outcome.extra[key] = outcome.figures.pop(key)
         return outcome
+
+
+def _fixture_failed(ref: FixtureRef, outcome: Outcome) -> Outcome:
+    # An unavailable fixture means the system lacks what the workload needs
+    # too: say that plainly; a failed one is named.
+    if outcome.status == UNAVAILABLE:
+        return Outcome(UNAVAILABLE, reason=outcome.reason)
+    reason = f"fixture {ref.describe()} failed: {outcome.reason}"
+    return Outcome(ERROR, reason=reason, log=outcome.log)

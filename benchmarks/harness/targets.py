@@ -1,4 +1,4 @@
-"""The targets of issue 6, checked against one run's medians.
+"""The targets of issue 6 (and of the SQL storages), checked against one run's medians.
 
 Informational only: a run never fails because a target is missed (figures come
 from full runs on a quiet machine, never from timed assertions); the report and
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 BEST_PEER = 1.5
+# Our PostgreSQL storage against RelStorage on the same server.
+VS_RELSTORAGE = 1.5
 # "Flat": 10x the objects may cost at most 1.5x the open time, unless the large
 # file opens in under a millisecond (then nothing is scanned, whatever the noise).
 OPEN_GROWTH = 1.5
@@ -101,5 +103,17 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
             _vs_best_peer(doc, "pack", "pack_s"),
             2.0,
             best,
+        ),
+        _at_least(
+            "sql commits, 4 writers, vs RelStorage",
+            _vs(doc, "sql_commits", "commits_per_s", "relstorage"),
+            VS_RELSTORAGE,
+            "x",
+        ),
+        _at_least(
+            "sql cold loads vs RelStorage",
+            _vs(doc, "sql_cold_loads", "loads_per_s", "relstorage"),
+            VS_RELSTORAGE,
+            "x",
         ),
     ]

@@ -1,6 +1,7 @@
-"""One adapter per API family: the Durus API (ours and Durus 4.3) and ZODB.
+"""One adapter per API family: the Durus API (ours and Durus 4.3) and ZODB
+(with a subclass for RelStorage, ZODB on PostgreSQL).
 
-Why only two: our distributions re-implement Durus 4.3's public API under the
+Why so few: our distributions re-implement Durus 4.3's public API under the
 same import paths, so the very same adapter code drives both; any difference
 in the figures then comes from the implementations, not from the harness.
 """
@@ -11,6 +12,7 @@ from .base import Adapter
 
 DURUS_SYSTEMS = ("ours", "durus43")
 ZODB_SYSTEMS = ("zodb",)
+RELSTORAGE_SYSTEMS = ("relstorage",)
 
 
 def get_adapter(system: str) -> Adapter:
@@ -23,4 +25,8 @@ def get_adapter(system: str) -> Adapter:
         from .zodb_api import ZodbAdapter
 
         return ZodbAdapter(system)
+    if system in RELSTORAGE_SYSTEMS:
+        from .zodb_api import RelStorageAdapter
+
+        return RelStorageAdapter(system)
     raise ValueError(f"unknown system {system!r}")

@@ -45,8 +45,28 @@ class Adapter:
         """Import what ``features`` need or raise ``Unavailable``.
 
         Features: ``file`` (FileStorage, Connection, BTree, Persistent),
-        ``client`` (ClientStorage) and ``server`` (the storage server).
+        ``client`` (ClientStorage), ``server`` (the storage server) and ``sql``
+        (a storage in a PostgreSQL database, with Connection, BTree, Persistent).
         """
+        raise NotImplementedError
+
+    def sql_storage(self, dsn: str) -> Any:
+        """Open the storage kept in the PostgreSQL database ``dsn`` (a libpq DSN)."""
+        raise NotImplementedError
+
+    def open_sql(self, dsn: str, *, cache_size: int = 100_000) -> Session:
+        """Storage in PostgreSQL and connection in one step."""
+        return self.session(self.sql_storage(dsn), cache_size=cache_size)
+
+    def sql_durability(self, dsn: str) -> str:
+        """Say in words whether PostgreSQL makes commits durable (its live settings)."""
+        settings = self.pg_settings(dsn)
+        durable = settings["fsync"] == "on" and settings["synchronous_commit"] != "off"
+        said = ", ".join(f"{k}={v}" for k, v in settings.items())
+        return f"PostgreSQL {'durable' if durable else 'NOT durable'} commit ({said})"
+
+    def pg_settings(self, dsn: str) -> dict[str, str]:
+        """``fsync`` and ``synchronous_commit`` of the server, read with the system's driver."""
         raise NotImplementedError
 
     def file_storage(self, path: str, *, readonly: bool = False, fsync: bool | None = None) -> Any:

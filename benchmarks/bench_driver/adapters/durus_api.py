@@ -24,7 +24,9 @@ _FEATURE_MODULES = {
     "file": ("durus.persistent", "durus.connection", "durus.file_storage", "durus.btree"),
     "client": ("durus.persistent", "durus.connection", "durus.client_storage", "durus.btree"),
     "server": ("durus.file_storage", "durus.storage_server"),
+    "sql": ("durus.persistent", "durus.connection", "durus.pg_storage", "durus.btree", "psycopg"),
 }
+PG_SETTINGS = ("fsync", "synchronous_commit")
 
 
 def _import(name: str) -> Any:
@@ -68,13 +70,15 @@ class DurusAdapter(Adapter):
         self.system = system
 
     def require(self, *features: str) -> None:
+        if "sql" in features and self.system == "durus43":
+            raise Unavailable("Durus 4.3 has no SQL storage")
         for feature in features:
             for name in _FEATURE_MODULES[feature]:
                 _import(name)
         # Durus logs one INFO line per commit (and the server one more): that
         # would time the log handler, so every Durus process logs warnings only.
         logging.getLogger("durus").setLevel(logging.WARNING)
-        if "file" in features or "client" in features:
+        if {"file", "client", "sql"} & set(features):
             _import("bench_driver.model_durus")
 
     def _storage_kwargs(self, fsync: bool | None) -> dict[str, Any]:
@@ -138,6 +142,14 @@ class DurusAdapter(Adapter):
 
     def pack_leftovers(self, path: str) -> list[str]:
         return [path + ".prepack"]
+
+    def sql_storage(self, dsn: str) -> Any:
+        return _import("durus.pg_storage").PostgresStorage(dsn)
+
+    def pg_settings(self, dsn: str) -> dict[str, str]:
+        psycopg = _import("psycopg")
+        with psycopg.connect(dsn) as connection:
+            return {k: connection.execute(f"SHOW {k}").fetchone()[0] for k in PG_SETTINGS}
 
     def new_tree(self) -> Any:
         return _import("durus.btree").BTree()

@@ -1,7 +1,12 @@
-"""Adapter for ZODB: FileStorage, ZEO and an ``IOBTree`` (ZODB's BTree for int keys).
+"""Adapters for ZODB: FileStorage, ZEO and an ``IOBTree`` (ZODB's BTree for int keys);
+and for RelStorage, ZODB on PostgreSQL (the ``relstorage`` system).
 
 Why IOBTree: it is what a ZODB user picks for int keys, so the comparison is
 against ZODB at its best rather than against a generic ``OOBTree``.
+
+Why RelStorage is its own system: it is the ZODB peer of our SQL storage on the
+same PostgreSQL server, measured on the ``sql_*`` workloads only; ZODB's own
+FileStorage and ZEO are the ``zodb`` system.
 """
 
 from __future__ import annotations
@@ -23,6 +28,26 @@ _FEATURE_MODULES = {
 }
 
 _DISTRIBUTIONS = ("ZODB", "ZEO", "BTrees", "persistent", "transaction", "zodbpickle")
+_RELSTORAGE_MODULES = (
+    "ZODB",
+    "relstorage.storage",
+    "relstorage.adapters.postgresql",
+    "relstorage.options",
+    "psycopg2",
+    "BTrees.IOBTree",
+    "persistent",
+    "transaction",
+)
+_RELSTORAGE_DISTRIBUTIONS = (
+    "RelStorage",
+    "psycopg2-binary",
+    "ZODB",
+    "BTrees",
+    "persistent",
+    "transaction",
+    "zodbpickle",
+)
+PG_SETTINGS = ("fsync", "synchronous_commit")
 
 
 def _import(name: str) -> Any:
@@ -72,6 +97,8 @@ class ZodbAdapter(Adapter):
         self.system = system
 
     def require(self, *features: str) -> None:
+        if "sql" in features:
+            raise Unavailable("ZODB on PostgreSQL is the relstorage system")
         for feature in features:
             for name in _FEATURE_MODULES[feature]:
                 _import(name)
@@ -121,10 +148,56 @@ class ZodbAdapter(Adapter):
         return [path + ".old"]
 
     def versions(self) -> dict[str, str]:
-        found = {}
-        for name in _DISTRIBUTIONS:
-            try:
-                found[name] = importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                found[name] = "missing"
-        return found
+        return _versions(_DISTRIBUTIONS)
+
+
+def _versions(names: tuple[str, ...]) -> dict[str, str]:
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "missing"
+    return found
+
+
+class RelStorageAdapter(ZodbAdapter):
+    """ZODB over ``relstorage.storage.RelStorage`` on PostgreSQL, history-free.
+
+    History-free (``keep_history=False``) is the comparable mode: our SQL storage
+    keeps one state per object, as does a packed FileStorage.  Every other option
+    is RelStorage's default (among them a 10 MB in-process object cache, empty in
+    a fresh process, and no persistent cache files).
+    """
+
+    def require(self, *features: str) -> None:
+        if set(features) - {"sql"}:
+            raise Unavailable(
+                "the relstorage system is measured on the sql_* workloads only "
+                "(ZODB's FileStorage and ZEO are the zodb system)"
+            )
+        for name in _RELSTORAGE_MODULES:
+            _import(name)
+        _import("bench_driver.model_zodb")
+
+    def sql_storage(self, dsn: str) -> Any:
+        storage = _import("relstorage.storage").RelStorage
+        adapter = _import("relstorage.adapters.postgresql").PostgreSQLAdapter
+        options = _import("relstorage.options").Options(keep_history=False)
+        return storage(adapter(dsn=dsn, options=options), options=options)
+
+    def pg_settings(self, dsn: str) -> dict[str, str]:
+        psycopg2 = _import("psycopg2")
+        connection = psycopg2.connect(dsn)
+        try:
+            with connection.cursor() as cursor:
+                found = {}
+                for key in PG_SETTINGS:
+                    cursor.execute(f"SHOW {key}")
+                    found[key] = cursor.fetchone()[0]
+                return found
+        finally:
+            connection.close()
+
+    def versions(self) -> dict[str, str]:
+        return _versions(_RELSTORAGE_DISTRIBUTIONS)

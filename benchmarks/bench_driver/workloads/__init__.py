@@ -14,6 +14,8 @@ from . import (
     server_commits,
     server_loads,
     small_commits,
+    sql_cold_loads,
+    sql_commits,
     warm_read,
     warm_write,
 )
@@ -28,4 +30,6 @@ WORKLOADS = {
     "server_commits": server_commits.run,
     "server_loads": server_loads.run,
     "pack": pack.run,
+    "sql_commits": sql_commits.run,
+    "sql_cold_loads": sql_cold_loads.run,
 }

@@ -111,6 +111,7 @@ def test_load_of_a_row_newer_than_the_last_sync_is_a_read_conflict(opener):
     first.get_root()["a"]["v"] = 2
     first.get_root()["b"]["v"] = 2
     first.commit()
+    second.storage._ahead.clear()  # rows read ahead: see the next test
     assert second.storage.load(oid(0))  # unchanged rows still load
     with pytest.raises(ReadConflictError):
         second.storage.load(b._p_oid)
@@ -118,6 +119,27 @@ def test_load_of_a_row_newer_than_the_last_sync_is_a_read_conflict(opener):
         b["v"]  # the connection syncs; a was read in this transaction: conflict
     second.abort()
     assert (a["v"], b["v"]) == (2, 2)
+
+
+def test_rows_read_ahead_are_the_snapshot_until_sync(opener):
+    writer, reader = Connection(opener()), Connection(opener())
+    writer.get_root()["items"] = [PersistentDict(v=i) for i in range(40)]
+    writer.commit()
+    reader.abort()
+    items = reader.get_root()["items"]
+    assert [item["v"] for item in items[:5]] == list(range(5))  # sequential: reads ahead
+    storage = reader.storage
+    assert items[30]._p_oid is not None and storage._ahead
+
+    for item in writer.get_root()["items"]:
+        item["v"] += 100
+    writer.commit()
+    # Before a sync, a row read ahead is the state as of the last sync ...
+    assert items[6]["v"] == 6
+    # ... and a sync drops what changed, so the new state loads.
+    reader.abort()
+    assert not storage._ahead
+    assert [item["v"] for item in items] == [i + 100 for i in range(40)]
 
 
 def test_oids_are_never_handed_out_twice_across_reopens(opener):

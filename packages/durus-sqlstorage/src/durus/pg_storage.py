@@ -67,10 +67,9 @@ class PostgresStorage(SqlStorage):
         except psycopg.Error:
             return "a PostgreSQL database"
         params.pop("password", None)
-        return "PostgreSQL " + make_conninfo(**{
-            key: value for key, value in params.items()
-            if key in ("host", "hostaddr", "port", "dbname", "user") and value is not None
-        })
+        shown = {key: str(value) for key, value in params.items()
+                 if key in ("host", "hostaddr", "port", "dbname", "user") and value is not None}
+        return "PostgreSQL " + make_conninfo("", **shown)
 
     def get_size(self) -> int:
         """Bytes of the Durus tables and their indexes."""
