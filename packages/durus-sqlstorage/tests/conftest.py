@@ -8,7 +8,6 @@ Without PostgreSQL binaries the PostgreSQL tests skip, unless ``DURUS_REQUIRE_PO
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import sys
@@ -19,28 +18,14 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from postgres_cluster import PostgresCluster, PostgresError, find_postgres_bin
+from postgres_cluster import PostgresCluster, PostgresError, cluster_for_tests
 
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """One PostgreSQL server for the whole session, in a temporary folder removed at the end."""
-    bin_dir = find_postgres_bin()
-    if bin_dir is None:
-        forced = os.environ.get("DURUS_PG_BIN")
-        if forced:
-            reason = f"DURUS_PG_BIN={forced!r} does not hold initdb, pg_ctl and postgres"
-        else:
-            reason = (
-                "no PostgreSQL server binaries found (DURUS_PG_BIN, pg_config --bindir, "
-                "/usr/lib/postgresql/*/bin, PATH); install them, e.g. apt-get install postgresql"
-            )
-        if os.environ.get("DURUS_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"DURUS_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
-    cluster = PostgresCluster(bin_dir=bin_dir)
+    cluster = cluster_for_tests(pytest.skip, lambda reason: pytest.fail(reason, pytrace=False))
     try:
-        cluster.start()
         yield cluster
     finally:
         cluster.cleanup()

@@ -32,11 +32,11 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-__all__ = ["PostgresCluster", "PostgresError", "find_postgres_bin"]
+__all__ = ["PostgresCluster", "PostgresError", "cluster_for_tests", "find_postgres_bin"]
 
 SUPERUSER = "durus"
 """The database superuser that ``initdb`` creates; every DSN connects as it."""
@@ -878,3 +878,28 @@ class PostgresCluster:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<PostgresCluster {self.base_dir} port={self._port} {state}>"
+
+
+def cluster_for_tests(skip: Callable[[str], Any], fail: Callable[[str], Any]) -> PostgresCluster:
+    """A started cluster for a test session, or ``skip(reason)`` when there are no binaries.
+
+    ``fail(reason)`` instead when ``DURUS_REQUIRE_POSTGRES=1`` (CI): there a missing
+    PostgreSQL must never pass as skipped tests.  The caller cleans the cluster up.
+    """
+    bin_dir = find_postgres_bin()
+    if bin_dir is None:
+        forced = os.environ.get("DURUS_PG_BIN")
+        if forced:
+            reason = f"DURUS_PG_BIN={forced!r} does not hold initdb, pg_ctl and postgres"
+        else:
+            reason = (
+                "no PostgreSQL server binaries found (DURUS_PG_BIN, pg_config --bindir, "
+                "/usr/lib/postgresql/*/bin, PATH); install them, e.g. apt-get install postgresql"
+            )
+        if os.environ.get("DURUS_REQUIRE_POSTGRES") == "1":
+            fail(f"DURUS_REQUIRE_POSTGRES=1 but {reason}")
+        skip(reason)
+        raise PostgresError(reason)  # skip() raises; this is for callers whose skip returns
+    cluster = PostgresCluster(bin_dir=bin_dir)
+    cluster.start()
+    return cluster
