@@ -113,15 +113,18 @@ def test_wrong_formats(durus, content, message):
         assert message in line, (args, line)
 
 
-def test_sqlite_is_not_supported_yet(durus):
+def test_sqlite_files_open_with_sqlite_storage(durus):
+    """SQLite files (by their first bytes) and sqlite:/// URLs open with SqliteStorage."""
     path = copy_fixture("durus43-sqlite.durus", durus.cwd)
-    for args in (["-c", "--file", str(path)], ["-s", "--file", str(path), "--port",
-                                                   str(free_port())],
-                 ["pack", str(path)]):
-        line = one_error_line(durus.run(*args))
-        assert line.endswith(
-            "is a Durus 4.3 SqliteStorage database: SQLite storages are not supported yet; "
-            f"`durus convert {path} NEW_FILE` copies it into a SHELF-1 file"), line
+    for target in (str(path), f"sqlite:///{path.name}"):
+        result = durus.run("-c", "--file", target, "--readonly",
+                           input="print(root['alice'].owner, len(root['tree']))\n")
+        assert result.returncode == 0, result.stderr
+        assert "alice 300" in result.stdout
+    result = durus.run("pack", str(path))
+    assert result.returncode == 0, result.stderr
+    result = durus.run("verify", "--load", str(path))
+    assert result.returncode == 0, result.stdout
 
 
 def test_no_server_listening(durus):
@@ -289,8 +292,9 @@ def test_importable_helpers(tmp_path):
     assert durus_main.get_storage_class(str(tmp_path / "new.durus")) is FileStorage
     assert durus_main.get_storage_class(str(DATA / "durus43-packed.durus")) is FileStorage
     assert durus_main.import_class("durus.file_storage.FileStorage") is FileStorage
-    with pytest.raises(durus_main.CliError, match="not supported yet"):
-        durus_main.get_storage_class(str(DATA / "durus43-sqlite.durus"))
+    from durus.sqlite_storage import SqliteStorage
+
+    assert durus_main.get_storage_class(str(DATA / "durus43-sqlite.durus")) is SqliteStorage
     storage = durus_main.get_storage(str(tmp_path / "x.durus"),
                                      storage_class="durus.file_storage.FileStorage")
     assert isinstance(storage, FileStorage)

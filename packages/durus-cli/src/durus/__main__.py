@@ -95,7 +95,7 @@ def _versions() -> str:
 
     lines = []
     for name in ("durus-cli", "durus-server", "durus-client", "durus-filestorage",
-                 "durus-persistent"):
+                 "durus-sqlstorage", "durus-persistent"):
         try:
             lines.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:

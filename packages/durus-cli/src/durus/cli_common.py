@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -261,9 +262,21 @@ def get_storage(file: str | None, storage_class: str | None = None, **kwargs: An
     return cls(file, **kwargs)
 
 
+def display_name(text: str) -> str:
+    """``text`` for messages: a URL's password is never shown."""
+    if not is_storage_url(text):
+        return text
+    parts = urllib.parse.urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
 def explain_open_error(file: str | None, error: BaseException, locked_hint: str = "") -> str:
     """One line saying why ``file`` could not be opened."""
-    name = file or "the temporary file"
+    name = display_name(file) if file else "the temporary file"
     if isinstance(error, BlockingIOError) or getattr(error, "errno", None) in (
         errno.EAGAIN, errno.EWOULDBLOCK,
     ):
@@ -302,7 +315,7 @@ def open_storage(
     except CliError:
         raise
     except ImportError as error:  # e.g. postgresql:// without psycopg
-        raise CliError(f"cannot open {file}: {error}") from None
+        raise CliError(f"cannot open {display_name(file or '')}: {error}") from None
     except (OSError, ValueError, AssertionError, EOFError) as error:
         raise CliError(explain_open_error(file, error, locked_hint)) from None
     except Exception as error:

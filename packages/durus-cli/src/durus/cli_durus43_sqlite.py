@@ -1,8 +1,11 @@
-"""Read-only access to the databases of Durus 4.3's experimental ``SqliteStorage``.
+"""Read-only access to SQLite databases of Durus: 4.3's ``SqliteStorage`` and ours.
 
 Used by ``durus info``, ``verify``, ``census`` and ``convert`` (spec 3.9: one
 table ``objects(id, data, refs)``, one row per oid holding its latest record).
-It stays in the command line until a SQLite storage distribution provides it.
+durus-sqlstorage's ``SqliteStorage`` adds a ``tid`` column and a ``durus_state``
+table (ignored here), and leaves rows whose ``data`` is NULL as tombstones of
+packed objects: they are not objects, and are left out.  The file is read with
+plain ``sqlite3`` (not the storage) so that a damaged row is reported, not fatal.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ _int4 = struct.Struct(">I")
 
 
 class Durus43SqliteFile:
-    """An SQLite database of Durus 4.3 opened read-only (``sqlite3.Error`` if it is not one)."""
+    """An SQLite database of Durus opened read-only (``sqlite3.Error`` if it is not one)."""
 
     def __init__(self, path: str) -> None:
         uri = pathlib.Path(path).absolute().as_uri() + "?mode=ro"
@@ -25,7 +28,8 @@ class Durus43SqliteFile:
         try:
             #: ``(id, bytes of its record)`` of every row, as stored.
             self.rows: list[tuple[object, object]] = self.db.execute(
-                "SELECT id, length(data) + length(refs) + 12 FROM objects"
+                "SELECT id, length(data) + coalesce(length(refs), 0) + 12 FROM objects"
+                " WHERE data IS NOT NULL"
             ).fetchall()
         except BaseException:
             self.db.close()
@@ -36,7 +40,7 @@ class Durus43SqliteFile:
         ``ValueError`` if unreadable.  The record is built, not checked."""
         try:
             row = self.db.execute(
-                "SELECT data, refs FROM objects WHERE id = ?", (number,)
+                "SELECT data, refs FROM objects WHERE id = ? AND data IS NOT NULL", (number,)
             ).fetchone()
         except sqlite3.Error as error:
             raise ValueError(f"the row cannot be read: {error}") from None

@@ -16,6 +16,7 @@ import mmap
 import os
 import pickle
 import sqlite3
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ from durus.shelf_format import (
 )
 from durus.utils import int8_to_str
 
-__all__ = ["Finding", "ScanResult", "scan_file"]
+__all__ = ["Finding", "ScanResult", "StorageScan", "scan_file", "scan_storage"]
 
 ROOT_OID = bytes(8)
 
@@ -374,3 +375,48 @@ def _scan_sqlite(path: str, result: ScanResult) -> None:
     result.items = len(database.rows)
     # Everything that is not a row's record: pages, free space, the table's bookkeeping.
     result.overhead = result.size - stored
+
+
+# -- a storage (PostgreSQL): what ``durus convert`` reads and writes through storages --
+
+
+@dataclass
+class StorageScan(ScanResult):
+    """A ``ScanResult`` over an open storage (a PostgreSQL database, say).
+
+    ``index`` holds every live oid (its value is the oid number); records are
+    loaded through the storage.  Closing the scan closes the storage.
+    """
+
+    storage: Any = None
+
+    def read_record(self, oid: bytes) -> bytes:
+        if oid not in self.index:
+            raise KeyError(oid)
+        return _check_record(self.storage.load(oid), oid)
+
+    def close(self) -> None:
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None
+
+
+def scan_storage(name: str, storage: Any, kind: str) -> StorageScan:
+    """Index every live record of ``storage`` (read through ``gen_oid_record()``).
+
+    ``name`` is what messages call it; ``kind`` its format ("PostgreSQL").  The
+    storage is closed with the scan (also when indexing fails).
+    """
+    result = StorageScan(path=name, format=kind, size=0, mtime=time.time(), storage=storage)
+    try:
+        stored = 0
+        for oid, record in storage.gen_oid_record():
+            result.index[oid] = int.from_bytes(oid, "big")
+            stored += len(record)
+        result.items = len(result.index)
+        result.size = int(storage.get_size())
+        result.overhead = max(0, result.size - stored)
+    except BaseException:
+        result.close()
+        raise
+    return result
