@@ -259,3 +259,82 @@ def test_sqlite_disk_full_leaves_the_database_as_it_was(tmp_path):
     assert root["small"] == "ok"
     assert "big" not in root
     assert root["after"] == "space is back"
+
+
+OID_DRAWER = textwrap.dedent("""
+    import sys
+    from durus.storage_url import open_storage_url
+    storage = open_storage_url(sys.argv[1])
+    print(" ".join(str(int.from_bytes(storage.new_oid(), "big")) for _ in range(int(sys.argv[2]))))
+""")
+
+
+def test_processes_never_get_the_same_oid(opener):
+    Connection(opener()).commit()
+    drawers = [subprocess.Popen([sys.executable, "-c", OID_DRAWER, opener.url, "300"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _i in range(4)]
+    drawn: list[int] = []
+    for drawer in drawers:
+        out, err = drawer.communicate(timeout=120)
+        assert drawer.returncode == 0, err
+        drawn += [int(n) for n in out.split()]
+    assert len(drawn) == 1200 and len(set(drawn)) == 1200
+    assert 0 not in drawn  # the root's
+    # Dense: the processes together used a compact range (blocks of at most 1024 each).
+    assert max(drawn) < 4 * 1024 + 1200
+
+
+GROWER = textwrap.dedent("""
+    import sys
+    from durus.connection import Connection
+    from durus.error import ConflictError
+    from durus.persistent_dict import PersistentDict
+    from durus.storage_url import open_storage_url
+
+    url, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    connection = Connection(open_storage_url(url))
+    done = 0
+    while done < rounds:
+        try:
+            root = connection.get_root()
+            keep = root["keep"][name]
+            keep.append(PersistentDict(n=done))             # new and kept
+            root["scratch"][name] = PersistentDict(n=done)   # replaced: garbage
+            connection.commit()
+            done += 1
+        except ConflictError:
+            connection.abort()
+""")
+
+
+def test_pack_under_load_from_other_processes(opener):
+    connection = Connection(opener())
+    root = connection.get_root()
+    names = ["g0", "g1", "g2"]
+    root["keep"] = PersistentDict({name: PersistentList() for name in names})
+    root["scratch"] = PersistentDict()
+    connection.commit()
+
+    rounds = 150
+    growers = [subprocess.Popen([sys.executable, "-c", GROWER, opener.url, name, str(rounds)],
+                                stderr=subprocess.PIPE, text=True) for name in names]
+    packs = 0
+    packer_storage = opener()
+    while any(grower.poll() is None for grower in growers) or packs < 2:
+        packer_storage.pack()
+        packs += 1
+    for grower in growers:
+        _out, err = grower.communicate(timeout=240)
+        assert grower.returncode == 0, err
+    packer_storage.pack()
+
+    check = Connection(opener()).get_root()
+    for name in names:
+        assert [item["n"] for item in check["keep"][name]] == list(range(rounds))
+        assert check["scratch"][name]["n"] == rounds - 1
+    # Garbage went: what is left is what the root reaches (plus nothing else).
+    storage = opener()
+    reachable = {oid for oid, _record in storage.gen_oid_record(b"\0" * 8)}
+    assert {oid for oid, _record in storage.gen_oid_record()} == reachable
+    assert packs >= 2
