@@ -338,3 +338,50 @@ def test_pack_under_load_from_other_processes(opener):
     reachable = {oid for oid, _record in storage.gen_oid_record(b"\0" * 8)}
     assert {oid for oid, _record in storage.gen_oid_record()} == reachable
     assert packs >= 2
+
+
+def test_postgresql_out_of_space_refuses_the_commit_and_keeps_the_rest():
+    """The server's files may not grow past a limit (RLIMIT_FSIZE, which PostgreSQL
+    meets as a failed write, like a full disk): the big commit is refused whole, the
+    database stays as it was and keeps serving; with the limit gone it goes through."""
+    import resource
+
+    from postgres_cluster import PostgresCluster, find_postgres_bin
+
+    if find_postgres_bin() is None:
+        pytest.skip("no PostgreSQL binaries")
+    pytest.importorskip("psycopg")
+    from durus.pg_storage import PostgresStorage
+    from durus.sql_errors import SqlStorageError
+
+    cluster = PostgresCluster()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit = 40 * 1024 * 1024  # above a WAL segment (16 MB), below the big object
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        cluster.start()  # the server inherits the limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    try:
+        dsn = cluster.create_database("full")
+        connection = Connection(PostgresStorage(dsn))
+        connection.get_root()["small"] = "kept"
+        connection.commit()
+        connection.get_root()["big"] = os.urandom(60 * 1024 * 1024)  # incompressible
+        with pytest.raises(SqlStorageError) as refused:
+            connection.commit()
+        assert "lost the connection" not in str(refused.value)
+        connection.abort()
+        connection.get_root()["after"] = "still serving"
+        connection.commit()
+        connection.storage.close()
+
+        cluster.stop()
+        cluster.start()  # space is back: this process has no limit
+        connection = Connection(PostgresStorage(dsn))
+        root = connection.get_root()
+        assert (root["small"], root["after"], "big" in root) == ("kept", "still serving", False)
+        root["big"] = b"x" * 10
+        connection.commit()
+    finally:
+        cluster.cleanup()

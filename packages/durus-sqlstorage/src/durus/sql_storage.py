@@ -100,6 +100,7 @@ class SqlStorage(Storage):
         self.readonly = readonly
         self.pending_records: list[tuple[int, bytes, bytes]] = []
         self.invalid: set[bytes] = set()
+        #: Durus 4.3's attribute; always None: a pack here tracks commits by tid.
         self.pack_extra: list[bytes] | None = None
         self._oid_pool: list[int] = []
         self._oid_block = 1
@@ -421,8 +422,6 @@ class SqlStorage(Storage):
             self._rollback()
             raise
         self._last_tid = tid
-        if self.pack_extra is not None:
-            self.pack_extra.extend(_oid(row[0]) for row in rows)
 
     def _changed_since(self, last: int, tid: int) -> list[bytes]:
         rows = self._execute(
