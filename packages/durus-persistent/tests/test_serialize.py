@@ -227,3 +227,37 @@ def test_writer_replaces_its_pickler_after_a_large_record():
     writer.get_state(small)
     assert writer.pickler is not first
     writer.close()
+
+
+@pytest.mark.parametrize("state", [
+    {"n": 12345, "s": "item 12345", "f": 0.5, "b": b"\0\1", "t": True, "z": None},
+    {"same": "shared text", "again": "shared text"},
+    {},
+])
+def test_states_of_plain_values_pickle_to_the_same_bytes_without_the_hook(state):
+    # The writer skips the persistent-id hook for such states: its bytes must be
+    # exactly what the hooked pickler writes.
+    import io
+
+    blob = Blob()
+    blob.__dict__.update(state)
+    connection = Connection(MemoryStorage())
+    writer = serialize.ObjectWriter(connection)
+    data, refs = writer.get_state(blob)
+    hooked = io.BytesIO()
+    pickler = serialize._RecordPickler(hooked, serialize.STATE_PICKLE_PROTOCOL)
+    pickler.writer = writer
+    pickler.dump(state)
+    class_pickle = serialize._class_pickle(Blob)
+    assert data == class_pickle + hooked.getvalue()
+    assert refs == b""
+
+
+def test_a_state_with_a_persistent_value_still_records_its_reference():
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    holder, held = Blob(), Blob()
+    holder.n, holder.other = 1, held
+    connection.get_root()["holder"] = holder
+    connection.commit()
+    assert unpack_record(storage.records[holder._p_oid])[2] == held._p_oid

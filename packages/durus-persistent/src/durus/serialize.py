@@ -55,6 +55,9 @@ NEWLINE = b"\n"
 
 _int4 = struct.Struct(">I")
 _LARGE_RECORD = 16384
+#: Value types that are never persistent and hold no references: a dict state
+#: made only of these pickles to the same bytes without the persistent-id hook.
+_PLAIN_VALUES = frozenset({int, float, str, bytes, bool, type(None)})
 _class_pickles: dict[type, bytes] = {}
 
 
@@ -91,6 +94,14 @@ def extract_class_name(record: bytes) -> Any:
     if len(parts) < 2:
         return "?"
     return parts[1]
+
+
+def _is_plain(state: dict[Any, Any]) -> bool:
+    plain = _PLAIN_VALUES
+    for key, value in state.items():
+        if type(value) not in plain or type(key) is not str:
+            return False
+    return True
 
 
 class _RecordPickler(Pickler):
@@ -130,6 +141,8 @@ class ObjectWriter:
         self.sio = BytesIO()
         self.pickler = _RecordPickler(self.sio, self._protocol)
         self.pickler.writer = self
+        # The same pickler without the hook, for states of plain values only.
+        self.plain_pickler = Pickler(self.sio, self._protocol)
         self.objects_found: list[Any] = []
         #: Every object this writer gave an oid, so a failed commit can undo it.
         self.assigned: list[Any] = []
@@ -179,6 +192,7 @@ class ObjectWriter:
             self.sio = sio = BytesIO()
             self.pickler = _RecordPickler(sio, self._protocol)
             self.pickler.writer = self
+            self.plain_pickler = Pickler(sio, self._protocol)
         else:
             sio.seek(0)
             sio.truncate()
@@ -195,7 +209,13 @@ class ObjectWriter:
             # entries explicitly (BINPUT), so readers need no shared memo.
             class_pickle = _class_pickle(real_class(obj))
             class_end = 0
-        pickler.dump(obj.__getstate__())
+        state = obj.__getstate__()
+        if class_end == 0 and type(state) is dict and _is_plain(state):
+            # No persistent reference can be inside: skip the hook, which the
+            # pickler would call for every key and value (same bytes).
+            pickler = self.plain_pickler
+            pickler.clear_memo()
+        pickler.dump(state)
         data = sio.getvalue()
         if WRITE_COMPRESSED_STATE_PICKLES and len(data) - class_end >= COMPRESSION_THRESHOLD:
             squeezed = compress(data[class_end:])
@@ -211,6 +231,7 @@ class ObjectWriter:
         del self.assigned[:]
         self.sio = BytesIO()
         self.pickler = None  # type: ignore[assignment]
+        self.plain_pickler = None  # type: ignore[assignment]
 
 
 class _Source:
