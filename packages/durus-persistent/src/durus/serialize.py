@@ -196,7 +196,7 @@ class ObjectWriter:
         else:
             sio.seek(0)
             sio.truncate()
-        pickler = self.pickler
+        pickler: Pickler = self.pickler
         pickler.clear_memo()
         refs = self.refs
         refs.clear()
@@ -210,7 +210,7 @@ class ObjectWriter:
             class_pickle = _class_pickle(real_class(obj))
             class_end = 0
         state = obj.__getstate__()
-        if class_end == 0 and type(state) is dict and _is_plain(state):
+        if not self._shared_memo and type(state) is dict and _is_plain(state):
             # No persistent reference can be inside: skip the hook, which the
             # pickler would call for every key and value (same bytes).
             pickler = self.plain_pickler
