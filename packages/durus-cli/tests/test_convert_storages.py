@@ -263,6 +263,13 @@ def test_postgres_round_trip_shelf_to_postgres_to_sqlite(durus, pg_url):
     assert "already holds a Durus database" in line
     assert pg_records(pg_url) == original
 
+    # The file tools read the database through its URL too.
+    info = json.loads(run_ok(durus, "info", "--json", pg_url))
+    assert (info["format"], info["objects"]) == ("PostgreSQL", 108)
+    run_ok(durus, "verify", pg_url)
+    census = run_ok(durus, "census", pg_url)
+    assert "fixture_classes.Account" in census or "Account" in census
+
 
 def test_postgres_source_must_be_a_durus_database(durus, pg_url):
     line = one_error_line(durus.run("convert", pg_url, "out.durus"))

@@ -169,7 +169,9 @@ def build_info_parser() -> argparse.ArgumentParser:
         "garbage and the time of the last change. Reads the file only (works on a file "
         "a server is serving).",
     )
-    parser.add_argument("file", metavar="FILE", help="the database file")
+    parser.add_argument("file", metavar="FILE",
+                        help="the database file, or a storage URL (sqlite:///path, "
+                        "postgresql://...)")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
     add_progress_options(parser)
     return parser
@@ -183,14 +185,14 @@ FORMAT_NAMES = {
 
 
 def gather_info(path: str, progress: bool | None = None) -> dict[str, Any]:
-    with open_scan(path) as scan:
+    with _open_source(path) as scan:
         walk = Walk(scan)
         with Progress("reading", total=len(scan.index), enabled=progress) as bar:
             for _item in walk:
                 bar.advance()
         garbage = max(0, scan.size - walk.live_bytes - scan.overhead)
         return {
-            "file": path,
+            "file": display_name(path),
             "format": scan.format,
             "size": scan.size,
             "objects": walk.reachable,
@@ -251,7 +253,9 @@ def build_verify_parser() -> argparse.ArgumentParser:
         "when damage was found. Reads the file only (works on a file a server is "
         "serving).",
     )
-    parser.add_argument("file", metavar="FILE", help="the database file")
+    parser.add_argument("file", metavar="FILE",
+                        help="the database file, or a storage URL (sqlite:///path, "
+                        "postgresql://...)")
     parser.add_argument(
         "--load", action="store_true",
         help="also unpickle every object state, importing the application classes "
@@ -289,7 +293,7 @@ def _verify(options: argparse.Namespace) -> int:
 
     load = _make_loader() if options.load else None
     missing_modules: dict[str, list[Any]] = {}
-    with open_scan(options.file) as scan:
+    with _open_source(options.file) as scan:
         warnings = [f for f in scan.findings if f.severity == "warning"]
         for finding in scan.errors:
             report("structural damage", str(finding).removeprefix("error: "))
@@ -363,7 +367,9 @@ def build_census_parser() -> argparse.ArgumentParser:
         description="Count the objects reachable from the root, and the bytes their "
         "records take, per class. Reads the file only.",
     )
-    parser.add_argument("file", metavar="FILE", help="the database file")
+    parser.add_argument("file", metavar="FILE",
+                        help="the database file, or a storage URL (sqlite:///path, "
+                        "postgresql://...)")
     parser.add_argument("--json", action="store_true", help="print the census as JSON")
     add_progress_options(parser)
     return parser
@@ -371,7 +377,7 @@ def build_census_parser() -> argparse.ArgumentParser:
 
 def gather_census(path: str, progress: bool | None = None) -> dict[str, dict[str, int]]:
     census: dict[str, dict[str, int]] = {}
-    with open_scan(path) as scan:
+    with _open_source(path) as scan:
         walk = Walk(scan)
         with Progress("counting", total=len(scan.index), enabled=progress) as bar:
             for _oid, record, data, _refs in walk:
