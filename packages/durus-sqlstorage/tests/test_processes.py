@@ -385,3 +385,24 @@ def test_postgresql_out_of_space_refuses_the_commit_and_keeps_the_rest():
         connection.commit()
     finally:
         cluster.cleanup()
+
+
+def test_a_stalled_commit_lock_holder_is_ended_by_the_server(pg_dsn):
+    """A process that took the commit lock and stalls cannot stop the others for long."""
+    from durus.pg_storage import PostgresStorage
+    from durus.sql_errors import DatabaseUnavailableError
+
+    stalled = PostgresStorage(pg_dsn, idle_in_transaction_timeout=1)
+    Connection(stalled).commit()
+    stalled._begin_write()
+    stalled._next_tid()  # holds the durus_state row lock, then does nothing
+
+    other = Connection(PostgresStorage(pg_dsn))
+    other.get_root()["x"] = 1
+    started = time.monotonic()
+    other.commit()  # waits for the lock until the server ends the stalled session
+    waited = time.monotonic() - started
+    assert 0.5 < waited < 30
+    with pytest.raises(DatabaseUnavailableError):
+        stalled._execute("COMMIT")
+    assert Connection(stalled).get_root()["x"] == 1  # reconnected

@@ -38,7 +38,7 @@ class PostgresStorage(SqlStorage):
 
     ``readonly``: no writes (also the mode for a streaming replica).
     ``connect_timeout``: seconds before a connection attempt fails.
-    ``lock_timeout``: a session that sits idle inside a transaction this many
+    ``idle_in_transaction_timeout``: a session idle inside a transaction this many
     seconds (a stalled process holding the commit lock) is ended by the server,
     so it cannot stop everyone else's commits.  Other keyword arguments go to
     ``psycopg.connect``.
