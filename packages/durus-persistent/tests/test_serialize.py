@@ -261,3 +261,18 @@ def test_a_state_with_a_persistent_value_still_records_its_reference():
     connection.get_root()["holder"] = holder
     connection.commit()
     assert unpack_record(storage.records[holder._p_oid])[2] == held._p_oid
+
+
+def test_check_record_accepts_records_and_names_each_defect():
+    oid = int8_to_str(7)
+    serialize.check_record(oid, pack_record(oid, b"data", int8_to_str(1)))
+    for record, words in [
+        (b"\0" * 11, "shorter than its 12-byte header"),
+        (pack_record(int8_to_str(8), b"data", b""), "names another oid"),
+        (oid + (10).to_bytes(4, "big") + b"short", "data length runs past its end"),
+        (pack_record(oid, b"data", b"123"), "not a whole number of oids"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            serialize.check_record(oid, record)
+    with pytest.raises(ValueError, match="8 bytes"):
+        serialize.check_record(b"123", b"123")

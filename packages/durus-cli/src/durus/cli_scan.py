@@ -29,6 +29,7 @@ from durus.file_storage2 import (
     read_dfs20_record,
     scan_dfs20_transactions,
 )
+from durus.serialize import check_record
 from durus.shelf_errors import DamagedFileError, FileFormatError
 from durus.shelf_format import (
     DFS20_MAGIC,
@@ -131,16 +132,7 @@ class ScanResult:
 
 
 def _check_record(record: bytes, oid: bytes) -> bytes:
-    if len(record) < 12:
-        raise ValueError(f"record of {len(record)} bytes is shorter than its 12-byte header")
-    if record[:8] != oid:
-        raise ValueError("the record names another oid than its item")
-    data_length = int.from_bytes(record[8:12], "big")
-    refs = len(record) - 12 - data_length
-    if refs < 0:
-        raise ValueError("the record's data length runs past its end")
-    if refs % 8:
-        raise ValueError("the record's refs trailer is not a whole number of oids")
+    check_record(oid, record)
     return record
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from durus.error import DurusKeyError
+from durus.serialize import check_record
 from durus.shelf import Shelf
 from durus.shelf_errors import (
     DamagedFileError,
@@ -44,17 +45,6 @@ __all__ = [
 logger = logging.getLogger("durus.file_storage")
 
 ROOT_OID = int8_to_str(0)
-_DATA_LENGTH_END = 12
-
-
-def _check_record(oid: bytes, record: bytes) -> None:
-    if len(oid) != 8:
-        raise ValueError(f"an oid is 8 bytes, not {len(oid)}: {oid!r}")
-    if len(record) < _DATA_LENGTH_END or record[:8] != oid:
-        raise ValueError(f"the record stored for oid {oid!r} does not start with that oid")
-    refs_length = len(record) - _DATA_LENGTH_END - int.from_bytes(record[8:12], "big")
-    if refs_length < 0 or refs_length % 8:
-        raise ValueError(f"the record of oid {oid!r} is malformed (inconsistent lengths)")
 
 
 class FileStorage(Storage):
@@ -157,7 +147,7 @@ class FileStorage(Storage):
         self.pending_records.clear()
 
     def store(self, oid: bytes, record: bytes) -> None:
-        _check_record(oid, record)
+        check_record(oid, record)
         self.pending_records[oid] = record
         if (
             oid not in self.allocated_unused_oids

@@ -31,6 +31,7 @@ __all__ = [
     "WRITE_COMPRESSED_STATE_PICKLES",
     "ObjectReader",
     "ObjectWriter",
+    "check_record",
     "extract_class_name",
     "pack_record",
     "split_oids",
@@ -78,6 +79,27 @@ def unpack_record(record: bytes) -> tuple[bytes, bytes, bytes]:
     """``(oid, data, refs)`` of a record, without validation."""
     data_end = 12 + _int4.unpack_from(record, 8)[0]
     return record[:8], record[12:data_end], record[data_end:]
+
+
+def check_record(oid: bytes, record: bytes) -> None:
+    """``ValueError`` unless ``record`` is a well-formed record of ``oid`` (spec 2.1).
+
+    Storages check what they are asked to store, and tools what they read.
+    """
+    if len(oid) != 8:
+        raise ValueError(f"an oid is 8 bytes, not {len(oid)}: {oid!r}")
+    if len(record) < 12:
+        raise ValueError(f"the record is malformed: {len(record)} bytes, "
+                         "shorter than its 12-byte header")
+    if record[:8] != oid:
+        raise ValueError("the record names another oid than its item "
+                         "(it does not start with that oid)")
+    refs = len(record) - 12 - _int4.unpack_from(record, 8)[0]
+    if refs < 0:
+        raise ValueError("the record is malformed: its data length runs past its end")
+    if refs % 8:
+        raise ValueError("the record is malformed: its refs trailer is not a whole "
+                         "number of oids")
 
 
 def split_oids(s: bytes) -> list[bytes]:

@@ -110,7 +110,6 @@ class PostgresStorage(SqlStorage):
         return (numbers,)
 
     def _prepare(self, db: Any) -> None:
-        self._db = db
         exists = db.execute("SELECT to_regclass('durus_state') IS NOT NULL").fetchone()[0]
         if not exists:
             if self.readonly:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from durus.error import DurusKeyError, ReadConflictError
+from durus.serialize import check_record, pack_record, unpack_record
 from durus.sql_errors import (
     DatabaseUnavailableError,
     ReadOnlyStorageError,
@@ -34,7 +35,7 @@ from durus.sql_errors import (
 )
 from durus.sql_schema import SCHEMA_VERSION
 from durus.storage import Storage, gen_reachable_records
-from durus.utils import int8_to_str
+from durus.utils import int8_to_str, str_to_int8
 
 __all__ = [
     "DatabaseUnavailableError",
@@ -47,7 +48,6 @@ __all__ = [
 logger = logging.getLogger("durus.sql_storage")
 
 ROOT_OID = int8_to_str(0)
-_LENGTH = 4
 #: Rows read or written per statement in bulk operations.
 BATCH = 1000
 #: The most oids reserved in one round trip (the pool doubles up to this).
@@ -62,27 +62,11 @@ READ_AHEAD_KEEP = 2048
 READ_AHEAD_RECORD_LIMIT = 65536
 
 
-def _oid(number: int) -> bytes:
-    return number.to_bytes(8, "big")
-
-
-def _number(oid: bytes) -> int:
-    return int.from_bytes(oid, "big")
-
-
-def _record(oid: bytes, data: bytes, refs: bytes | None) -> bytes:
-    return b"".join((oid, len(data).to_bytes(_LENGTH, "big"), data, refs or b""))
-
-
 def _split(oid: bytes, record: bytes) -> tuple[int, bytes, bytes]:
     """``(oid number, data, refs)`` of a record, checked against ``oid``."""
-    if len(oid) != 8 or record[:8] != oid or len(record) < 12:
-        raise ValueError(f"the record stored for oid {oid!r} does not start with that oid")
-    end = 12 + int.from_bytes(record[8:12], "big")
-    refs = record[end:]
-    if end > len(record) or len(refs) % 8:
-        raise ValueError(f"the record of oid {oid!r} is malformed (inconsistent lengths)")
-    return _number(oid), record[12:end], refs
+    check_record(oid, record)
+    _same, data, refs = unpack_record(record)
+    return str_to_int8(oid), data, refs
 
 
 class SqlStorage(Storage):
@@ -108,8 +92,7 @@ class SqlStorage(Storage):
         self._ahead: dict[int, tuple[Any, Any, int]] = {}
         self._last_miss = -(1 << 62)
         self._window = READ_AHEAD_START
-        self._db: Any = None
-        self._db = self._open()
+        self._db: Any = self._open()
         self._last_tid = self._current_tid()
 
     # -- dialect hooks -------------------------------------------------------------
@@ -245,7 +228,7 @@ class SqlStorage(Storage):
     # -- reading -----------------------------------------------------------------
 
     def load(self, oid: bytes) -> bytes:
-        number = _number(oid)
+        number = str_to_int8(oid)
         row = self._ahead.pop(number, None)
         if row is None:
             row = self._fetch(number)
@@ -291,7 +274,7 @@ class SqlStorage(Storage):
         ahead = self._ahead
         if ahead:
             for oid in oids:
-                ahead.pop(_number(oid), None)
+                ahead.pop(str_to_int8(oid), None)
 
     def _row_record(self, oid: bytes, row: Any) -> bytes:
         if row is None:
@@ -302,14 +285,14 @@ class SqlStorage(Storage):
         if tid > self._last_tid:
             # Written after this storage's last sync: the caller must sync first.
             raise ReadConflictError([oid])
-        return _record(oid, bytes(data), bytes(refs) if refs is not None else None)
+        return pack_record(oid, bytes(data), bytes(refs or b""))
 
     def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
         """The records of ``oids`` in order, fetched ``BATCH`` per statement."""
         pending = list(oids)
         for start in range(0, len(pending), BATCH):
             batch = pending[start:start + BATCH]
-            numbers = [_number(oid) for oid in batch]
+            numbers = [str_to_int8(oid) for oid in batch]
             rows = {
                 row[0]: row[1:]
                 for row in self._execute(
@@ -343,8 +326,8 @@ class SqlStorage(Storage):
             if not rows:
                 return
             for number, data, refs in rows:
-                oid = _oid(number)
-                yield oid, _record(oid, bytes(data), bytes(refs) if refs is not None else None)
+                oid = int8_to_str(number)
+                yield oid, pack_record(oid, bytes(data), bytes(refs or b""))
             after = rows[-1][0]
 
     def sync(self) -> list[bytes]:
@@ -357,7 +340,7 @@ class SqlStorage(Storage):
         invalid = self.invalid
         if rows:
             self._last_tid = int(rows[0][0])
-            invalid.update(_oid(row[1]) for row in rows if row[1] is not None)
+            invalid.update(int8_to_str(row[1]) for row in rows if row[1] is not None)
         result = list(invalid)
         invalid.clear()
         self._forget(result)
@@ -375,7 +358,7 @@ class SqlStorage(Storage):
             self._check_writable("allocate an oid")
             pool.extend(reversed(self._reserve_oids(self._oid_block)))
             self._oid_block = min(MAX_OID_BLOCK, self._oid_block * 2)
-        return _oid(pool.pop())
+        return int8_to_str(pool.pop())
 
     def begin(self) -> None:
         self.pending_records.clear()
@@ -427,7 +410,7 @@ class SqlStorage(Storage):
         rows = self._execute(
             "SELECT id FROM objects WHERE tid > ? AND tid < ?", (last, tid)
         ).fetchall()
-        return [_oid(row[0]) for row in rows]
+        return [int8_to_str(row[0]) for row in rows]
 
     def _committed(self, tid: int, number: int) -> bool:
         """After a lost COMMIT: did it reach the database?  (False when unknowable.)"""

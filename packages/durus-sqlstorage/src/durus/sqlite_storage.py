@@ -94,7 +94,6 @@ class SqliteStorage(SqlStorage):
         return False  # a local file: there is no connection to lose
 
     def _prepare(self, db: Any) -> None:
-        self._db = db
         try:
             tables = {row[0] for row in db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'"
