@@ -123,12 +123,12 @@ class SqlPacker:
                 storage._in_params(ids),
             )
             if refs:
-                before = self._count()
-                storage._executemany(
+                # The rows inserted are the newly marked ones (a count(*) here
+                # would cost the whole table on every batch).
+                self.marked += max(0, storage._executemany(
                     f"INSERT INTO {_MARK} (id, scanned) VALUES (?, 0) ON CONFLICT (id) DO NOTHING",
                     [(number,) for number in sorted(refs)],
-                )
-                self.marked += self._count() - before
+                ))
             self._report("mark", self.marked)
             yield None
 

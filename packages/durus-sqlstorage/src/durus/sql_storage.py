@@ -182,12 +182,15 @@ class SqlStorage(Storage):
         except self._driver_errors() as error:
             raise self._translate(error) from error
 
-    def _executemany(self, sql: str, rows: Iterable[Any]) -> None:
+    def _executemany(self, sql: str, rows: Iterable[Any]) -> int:
+        """Run one statement per row; returns the rows it changed (-1 if unknown)."""
         db = self._ensure_db()
         try:
-            db.cursor().executemany(self._sql(sql), rows)
+            cursor = db.cursor()
+            cursor.executemany(self._sql(sql), rows)
         except self._driver_errors() as error:
             raise self._translate(error) from error
+        return int(cursor.rowcount)
 
     def _translate(self, error: BaseException) -> SqlStorageError:
         if self._is_disconnect(error):
