@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +28,17 @@ def fill_tree(adapter: Adapter, session: Session, n: int, batch: int, *, key: st
         for i in range(start, min(n, start + batch)):
             tree[i] = adapter.new_item(i)
         session.commit()
+
+
+def time_loads(session: Session, oids: list[int]) -> float:
+    """Seconds to load ``oids`` one by one through ``session`` (then closed)."""
+    try:
+        start = time.perf_counter()
+        for oid in oids:
+            session.get(oid)
+        return time.perf_counter() - start
+    finally:
+        session.close()
 
 
 def collect_oids(adapter: Adapter, session: Session, *, key: str = "tree") -> list[int]:

@@ -21,18 +21,33 @@ def oids_path(path: str) -> str:
     return path + ".oids.json"
 
 
-def build_db(adapter: Adapter, path: str, params: dict[str, Any]) -> dict[str, Any]:
-    """N items in a BTree at ``root["tree"]``, committed every 1000: the insert workload's file."""
-    adapter.require("file")
-    session = adapter.open_file(path, cache_size=DEFAULT_CACHE)
+def fixture_oids(params: dict[str, Any], count: int) -> list[int]:
+    """The first ``count`` item oids of the workload's ``db`` fixture, in key order."""
+    with open(oids_path(params["fixtures"]["db"]), encoding="utf-8") as f:
+        oids = json.load(f)[:count]
+    if len(oids) != count:
+        raise AssertionError(f"the fixture has {len(oids)} items, {count} wanted")
+    return list(oids)
+
+
+def _fill_and_record(adapter: Adapter, session: Any, n: int, path: str) -> int:
+    """Fill ``session`` with ``n`` items, keep their oids beside ``path``; return the count."""
     try:
-        fill_tree(adapter, session, params["n"], BATCH)
+        fill_tree(adapter, session, n, BATCH)
         oids = collect_oids(adapter, session)
     finally:
         session.close()
     with open(oids_path(path), "w", encoding="utf-8") as f:
         json.dump(oids, f)
-    return {"bytes": adapter.db_size(path), "objects": len(oids)}
+    return len(oids)
+
+
+def build_db(adapter: Adapter, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    """N items in a BTree at ``root["tree"]``, committed every 1000: the insert workload's file."""
+    adapter.require("file")
+    session = adapter.open_file(path, cache_size=DEFAULT_CACHE)
+    count = _fill_and_record(adapter, session, params["n"], path)
+    return {"bytes": adapter.db_size(path), "objects": count}
 
 
 def build_packed(adapter: Adapter, path: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -79,14 +94,7 @@ def build_sql_db(adapter: Adapter, path: str, params: dict[str, Any]) -> dict[st
     beside ``path`` (which names no database file)."""
     adapter.require("sql")
     session = adapter.open_sql(params["dsn"], cache_size=DEFAULT_CACHE)
-    try:
-        fill_tree(adapter, session, params["n"], BATCH)
-        oids = collect_oids(adapter, session)
-    finally:
-        session.close()
-    with open(oids_path(path), "w", encoding="utf-8") as f:
-        json.dump(oids, f)
-    return {"objects": len(oids)}
+    return {"objects": _fill_and_record(adapter, session, params["n"], path)}
 
 
 FIXTURES = {

@@ -7,28 +7,17 @@ and the connection is not timed.
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 from ..adapters.base import Adapter
-from ..fixtures import oids_path
+from ..common import time_loads
+from ..fixtures import fixture_oids
 from ..protocol import ok
 
 
 def run(adapter: Adapter, params: dict[str, Any], scratch: str) -> dict[str, Any]:
     adapter.require("sql")
     loads = params["loads"]
-    with open(oids_path(params["fixtures"]["db"]), encoding="utf-8") as f:
-        oids = json.load(f)[:loads]
-    if len(oids) != loads:
-        raise AssertionError(f"the fixture has {len(oids)} items, {loads} wanted")
-    session = adapter.open_sql(params["dsn"], cache_size=2 * loads + 1000)
-    try:
-        start = time.perf_counter()
-        for oid in oids:
-            session.get(oid)
-        elapsed = time.perf_counter() - start
-    finally:
-        session.close()
+    oids = fixture_oids(params, loads)
+    elapsed = time_loads(adapter.open_sql(params["dsn"], cache_size=2 * loads + 1000), oids)
     return ok({"loads_per_s": loads / elapsed}, {"seconds": elapsed})
