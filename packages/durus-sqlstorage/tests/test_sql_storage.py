@@ -248,6 +248,24 @@ def test_create_from_records_restores_oids_and_moves_the_counter(opener):
         target.create_from_records(iter(records))
 
 
+def test_create_from_records_is_all_or_nothing(opener):
+    source = opener()
+    connection = Connection(source)
+    connection.get_root()["items"] = [PersistentDict(i=i) for i in range(2500)]
+    connection.commit()
+    records = list(source.gen_oid_record(oid(0)))
+
+    def failing() -> object:
+        yield from records[:2000]  # two batches written, then the source fails
+        raise OSError("the source went away")
+
+    target = opener.other()()
+    with pytest.raises(OSError, match="went away"):
+        target.create_from_records(failing())
+    assert list(target.gen_oid_record()) == []
+    assert target.create_from_records(iter(records)) == len(records)
+
+
 def test_pack_removes_garbage_and_reports_it(opener):
     storage = opener()
     connection = Connection(storage)

@@ -391,12 +391,7 @@ class SqlStorage(Storage):
                 self.invalid.update(invalid)
             else:
                 handle_invalidations(invalid)
-            self._executemany(
-                "INSERT INTO objects (id, data, refs, tid) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET"
-                " data = excluded.data, refs = excluded.refs, tid = excluded.tid",
-                [(number, data, refs, tid) for number, data, refs in rows],
-            )
+            self._write_rows(rows, tid)
             committing = True
             self._execute("COMMIT")
         except BaseException as error:
@@ -423,33 +418,47 @@ class SqlStorage(Storage):
             return False
         return row is not None and row[0] == tid
 
+    def _write_rows(self, rows: list[tuple[int, bytes, bytes]], tid: int) -> None:
+        """Inside a write transaction: store ``rows`` as written by transaction ``tid``."""
+        self._executemany(
+            "INSERT INTO objects (id, data, refs, tid) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET"
+            " data = excluded.data, refs = excluded.refs, tid = excluded.tid",
+            [(number, data, refs, tid) for number, data, refs in rows],
+        )
+
     def create_from_records(self, oid_records: Iterable[tuple[bytes, bytes]]) -> int:
         """Fill an empty database with ``(oid, record)`` pairs, oids kept; returns the count.
 
-        Used by ``durus convert``.  Written in batches, each its own
-        transaction; the oid counter ends past the largest oid written.
+        Used by ``durus convert``.  All or nothing: one database transaction,
+        written a batch at a time; the oid counter ends past the largest oid.
         """
         self._check_writable("restore records")
-        if self._execute("SELECT id FROM objects LIMIT 1").fetchone() is not None:
-            raise SqlStorageError(f"{self.describe()} is not empty: cannot restore into it")
         count = 0
         highest = -1
-        batch: list[tuple[int, bytes, bytes]] = []
-        for oid, record in oid_records:
-            row = _split(oid, record)
-            batch.append(row)
-            highest = max(highest, row[0])
-            if len(batch) >= BATCH:
-                self.begin()
-                self.pending_records = batch
-                self.end()
-                count += len(batch)
-                batch = []
-        if batch:
-            self.pending_records = batch
-            self.end()
+        try:
+            self._begin_write()
+            tid = self._next_tid()
+            if self._execute("SELECT id FROM objects LIMIT 1").fetchone() is not None:
+                raise SqlStorageError(f"{self.describe()} is not empty: cannot restore into it")
+            batch: list[tuple[int, bytes, bytes]] = []
+            for oid, record in oid_records:
+                row = _split(oid, record)
+                batch.append(row)
+                highest = max(highest, row[0])
+                if len(batch) >= BATCH:
+                    self._write_rows(batch, tid)
+                    count += len(batch)
+                    batch = []
+            self._write_rows(batch, tid)
             count += len(batch)
-        self._set_next_oid_at_least(highest + 1)
+            self._set_next_oid_at_least(highest + 1)
+            self._execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        # The database was empty under the lock: nobody else's commit to report.
+        self._last_tid = tid
         self._oid_pool.clear()
         return count
 
