@@ -373,8 +373,10 @@ class SqlStorage(Storage):
     def end(self, handle_invalidations: Callable[[list[bytes]], None] | None = None) -> None:
         """Commit the stored records; returns once the database has made them durable."""
         rows, self.pending_records = self.pending_records, []
-        for row in rows:
-            self._ahead.pop(row[0], None)
+        ahead = self._ahead
+        if ahead:  # rows read ahead that this commit replaces
+            for row in rows:
+                ahead.pop(row[0], None)
         if not rows:
             if handle_invalidations is not None:
                 handle_invalidations(self.sync())
