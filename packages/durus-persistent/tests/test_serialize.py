@@ -211,32 +211,50 @@ def test_nested_loads_while_unpickling():
     assert peeker.target is fresh.get(target._p_oid)
 
 
-def test_writer_replaces_its_pickler_after_a_large_record():
+def test_reused_picklers_are_replaced_after_a_large_record():
     # The C pickler's memo never shrinks: clearing it after a large record would
     # cost that record's size on every later one (Durus 4.3 had the same issue).
+    import pickle
+
+    reused = serialize._ReusedPickler(lambda sio: pickle.Pickler(sio, 3))
+    first = reused.pickler
+    assert reused.dump([1]) == pickle.dumps([1], 3)
+    assert reused.pickler is first
+    reused.dump(list(range(50000)))
+    assert reused.dump([1]) == pickle.dumps([1], 3)
+    assert reused.pickler is not first
+
+
+def test_the_writer_renews_both_picklers_after_large_records():
     connection = Connection(MemoryStorage())
     writer = serialize.ObjectWriter(connection)
-    big = PersistentList(range(50000))
-    small = PersistentList([1])
-    for obj in (big, small):
+    plain_first, hooked_first = writer._plain.pickler, writer._hooked.pickler
+    big_plain = PersistentList(range(50000))
+    held = Blob()
+    big_hooked = PersistentList([held] + list(range(50000)))
+    for obj in (big_plain, big_hooked):
         obj._p_oid = int8_to_str(7)
-    first = writer.pickler
-    writer.get_state(small)
-    assert writer.pickler is first
-    writer.get_state(big)
-    writer.get_state(small)
-    assert writer.pickler is not first
+        writer.get_state(obj)
+    writer.get_state(PersistentList([1]))
+    assert writer._plain.pickler is not plain_first
+    assert writer._hooked.pickler is not hooked_first
+    assert writer.pickler is writer._hooked.pickler
     writer.close()
 
 
-@pytest.mark.parametrize("state", [
+PLAIN_STATES = [
     {"n": 12345, "s": "item 12345", "f": 0.5, "b": b"\0\1", "t": True, "z": None},
     {"same": "shared text", "again": "shared text"},
     {},
-])
-def test_states_of_plain_values_pickle_to_the_same_bytes_without_the_hook(state):
-    # The writer skips the persistent-id hook for such states: its bytes must be
-    # exactly what the hooked pickler writes.
+    {"nested": [(1, "a"), (2, "b")], "set": {1, 2}, 3: frozenset({"x"}), "big": 2**80},
+    {"when": __import__("datetime").date(2026, 11, 27), "shared": ["x"] * 3},
+]
+
+
+@pytest.mark.parametrize("state", PLAIN_STATES)
+def test_states_without_references_pickle_to_the_same_bytes_without_the_hook(state):
+    # The writer pickles such states without the persistent-id hook: its bytes
+    # must be exactly what the hooked pickler writes.
     import io
 
     blob = Blob()
@@ -261,6 +279,31 @@ def test_a_state_with_a_persistent_value_still_records_its_reference():
     connection.get_root()["holder"] = holder
     connection.commit()
     assert unpack_record(storage.records[holder._p_oid])[2] == held._p_oid
+
+
+def test_a_reference_deep_in_plain_containers_is_found_whatever_came_before():
+    # The writer tries the plain pickler first for classes whose last state
+    # held no reference: a reference found later must still be recorded, and
+    # the new object it names stored in the same commit.
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    root = connection.get_root()
+    root["first"] = first = Blob()
+    first.values = [1, 2, 3]
+    connection.commit()
+    second, deep = Blob(), Blob()
+    second.values = [1, {"k": (2, [deep])}]
+    root["second"] = second
+    connection.commit()
+    assert unpack_record(storage.records[second._p_oid])[2] == deep._p_oid
+    assert deep._p_oid in storage.records
+    third = Blob()
+    third.values = [4]
+    root["third"] = third
+    connection.commit()
+    assert unpack_record(storage.records[third._p_oid])[2] == b""
+    fresh = Connection(storage)
+    assert fresh.get_root()["second"].values[1]["k"][1][0] is fresh.get(deep._p_oid)
 
 
 def test_check_record_accepts_records_and_names_each_defect():

@@ -10,7 +10,7 @@ trusts ``refs`` alone, so it must be complete.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pickle import Pickler, Unpickler, dumps
 from typing import TYPE_CHECKING, Any
@@ -56,9 +56,6 @@ NEWLINE = b"\n"
 
 _int4 = struct.Struct(">I")
 _LARGE_RECORD = 16384
-#: Value types that are never persistent and hold no references: a dict state
-#: made only of these pickles to the same bytes without the persistent-id hook.
-_PLAIN_VALUES = frozenset({int, float, str, bytes, bool, type(None)})
 _class_pickles: dict[type, bytes] = {}
 
 
@@ -118,12 +115,8 @@ def extract_class_name(record: bytes) -> Any:
     return parts[1]
 
 
-def _is_plain(state: dict[Any, Any]) -> bool:
-    plain = _PLAIN_VALUES
-    for key, value in state.items():
-        if type(value) not in plain or type(key) is not str:
-            return False
-    return True
+class _ReferenceFound(Exception):
+    """A state handed to the plain pickler holds a persistent object."""
 
 
 class _RecordPickler(Pickler):
@@ -147,29 +140,88 @@ class _RecordUnpickler(Unpickler):
         return self.reader._persistent_load(pid)
 
 
+class _PlainPickler(Pickler):
+    """Pickles states that hold no persistent object without leaving C.
+
+    The C pickler calls ``reducer_override`` only for objects of no basic type
+    (never for ints, strs, dicts, lists, tuples...), while it calls a
+    ``persistent_id`` hook for every object.  The first persistent object
+    stops this pickler and the writer pickles that state again with the hook.
+    Where it finishes, its bytes are the hooked pickler's.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, PersistentBase):
+            raise _ReferenceFound
+        return NotImplemented
+
+
+class _ReusedPickler:
+    """A pickler and its buffer, reused record after record.
+
+    Making a pickler per record costs more than pickling a small state.  The
+    memo table grows for a large record and never shrinks, so clearing it would
+    cost that size on every later record: after one, both are replaced.
+    """
+
+    def __init__(self, factory: Callable[[BytesIO], Pickler]) -> None:
+        self._factory = factory
+        self.sio = BytesIO()
+        self.pickler = factory(self.sio)
+
+    def start(self) -> Pickler:
+        """The pickler, with an empty buffer and memo."""
+        sio = self.sio
+        if sio.tell() > _LARGE_RECORD:
+            self.sio = BytesIO()
+            self.pickler = self._factory(self.sio)
+        else:
+            sio.seek(0)
+            sio.truncate()
+            self.pickler.clear_memo()
+        return self.pickler
+
+    def dump(self, obj: Any) -> bytes:
+        self.start().dump(obj)
+        return self.sio.getvalue()
+
+
+#: Classes whose last state held a persistent reference: the writer goes
+#: straight to the hooked pickler for them instead of trying the plain one.
+_referring_classes: set[type] = set()
+
+
 class ObjectWriter:
-    """Serializes the objects of one commit with one reused pickler.
+    """Serializes the objects of one commit with reused picklers.
 
     The persistent-id hook turns every reference to a persistent object into
     ``(oid, class)``, gives never-stored objects an oid and queues them, so a
-    commit stores everything newly reachable from what changed.
+    commit stores everything newly reachable from what changed.  States with
+    no reference skip the hook (see ``_PlainPickler``).
     """
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         # Durus 4.3's layout: class and state pickles from one pickler, one memo.
         self._shared_memo = STATE_PICKLE_PROTOCOL == PICKLE_PROTOCOL
-        self._protocol = PICKLE_PROTOCOL if self._shared_memo else STATE_PICKLE_PROTOCOL
-        self.sio = BytesIO()
-        self.pickler = _RecordPickler(self.sio, self._protocol)
-        self.pickler.writer = self
-        # The same pickler without the hook, for states of plain values only.
-        self.plain_pickler = Pickler(self.sio, self._protocol)
+        protocol = PICKLE_PROTOCOL if self._shared_memo else STATE_PICKLE_PROTOCOL
+        self._hooked = _ReusedPickler(lambda sio: self._new_hooked_pickler(sio, protocol))
+        self._plain = _ReusedPickler(lambda sio: _PlainPickler(sio, protocol))
         self.objects_found: list[Any] = []
         #: Every object this writer gave an oid, so a failed commit can undo it.
         self.assigned: list[Any] = []
         self.refs: set[bytes] = set()
         self._generating = False
+
+    def _new_hooked_pickler(self, sio: BytesIO, protocol: int) -> Pickler:
+        pickler = _RecordPickler(sio, protocol)
+        pickler.writer = self
+        return pickler
+
+    @property
+    def pickler(self) -> Pickler:
+        """The pickler with the persistent-id hook (replaced after large records)."""
+        return self._hooked.pickler
 
     def _persistent_id(self, obj: Any) -> tuple[bytes, type] | None:
         if not isinstance(obj, PersistentBase):
@@ -207,53 +259,52 @@ class ObjectWriter:
 
     def get_state(self, obj: Any) -> tuple[bytes, bytes]:
         """``(data, refs)`` of ``obj``'s record."""
-        sio = self.sio
-        if sio.tell() > _LARGE_RECORD:
-            # The memo table grew for a large record and never shrinks, so
-            # clearing it would cost that size on every later record.
-            self.sio = sio = BytesIO()
-            self.pickler = _RecordPickler(sio, self._protocol)
-            self.pickler.writer = self
-            self.plain_pickler = Pickler(sio, self._protocol)
-        else:
-            sio.seek(0)
-            sio.truncate()
-        pickler: Pickler = self.pickler
-        pickler.clear_memo()
+        cls = real_class(obj)
+        state = obj.__getstate__()
+        if self._shared_memo:
+            return self._get_shared_memo_state(obj, cls, state)
+        if cls not in _referring_classes:
+            try:
+                data = self._plain.dump(state)
+            except _ReferenceFound:
+                _referring_classes.add(cls)
+            else:
+                return _class_pickle(cls) + _squeezed(data), b""
         refs = self.refs
         refs.clear()
-        if self._shared_memo:
-            pickler.dump(real_class(obj))
-            class_pickle = b""
-            class_end = sio.tell()
-        else:
-            # The state pickle starts with an empty memo and numbers its
-            # entries explicitly (BINPUT), so readers need no shared memo.
-            class_pickle = _class_pickle(real_class(obj))
-            class_end = 0
-        state = obj.__getstate__()
-        if not self._shared_memo and type(state) is dict and _is_plain(state):
-            # No persistent reference can be inside: skip the hook, which the
-            # pickler would call for every key and value (same bytes).
-            pickler = self.plain_pickler
-            pickler.clear_memo()
-        pickler.dump(state)
-        data = sio.getvalue()
-        if WRITE_COMPRESSED_STATE_PICKLES and len(data) - class_end >= COMPRESSION_THRESHOLD:
-            squeezed = compress(data[class_end:])
-            if COMPRESSION_THRESHOLD == 0 or len(squeezed) < len(data) - class_end:
-                data = data[:class_end] + squeezed
+        data = self._hooked.dump(state)
         refs.discard(obj._p_oid)
-        return class_pickle + data, b"".join(sorted(refs))
+        if not refs:
+            _referring_classes.discard(cls)
+        return _class_pickle(cls) + _squeezed(data), b"".join(sorted(refs))
+
+    def _get_shared_memo_state(self, obj: Any, cls: type, state: Any) -> tuple[bytes, bytes]:
+        """Durus 4.3's layout: the class and the state pickled by one pickler."""
+        refs = self.refs
+        refs.clear()
+        pickler = self._hooked.start()
+        pickler.dump(cls)
+        class_end = self._hooked.sio.tell()
+        pickler.dump(state)
+        data = self._hooked.sio.getvalue()
+        refs.discard(obj._p_oid)
+        return data[:class_end] + _squeezed(data[class_end:]), b"".join(sorted(refs))
 
     def close(self) -> None:
         """Drop references so objects of the commit can be freed."""
         self.refs.clear()
         del self.objects_found[:]
         del self.assigned[:]
-        self.sio = BytesIO()
-        self.pickler = None  # type: ignore[assignment]
-        self.plain_pickler = None  # type: ignore[assignment]
+        self._hooked = self._plain = None  # type: ignore[assignment]
+
+
+def _squeezed(state_pickle: bytes) -> bytes:
+    """The state pickle as stored: compressed when that pays (spec 2.2)."""
+    if WRITE_COMPRESSED_STATE_PICKLES and len(state_pickle) >= COMPRESSION_THRESHOLD:
+        squeezed = compress(state_pickle)
+        if COMPRESSION_THRESHOLD == 0 or len(squeezed) < len(state_pickle):
+            return squeezed
+    return state_pickle
 
 
 class _Source:
