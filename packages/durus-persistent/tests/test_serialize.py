@@ -109,6 +109,20 @@ def test_large_states_are_compressed_when_it_helps():
     assert Connection(storage).get_root()["blob"].text == "x" * 5000
 
 
+def test_states_below_the_threshold_are_stored_raw():
+    # zlib's fixed cost per state (tens of microseconds) is not worth paying
+    # for a BTree node or any state of a few hundred bytes.
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    blob = Blob()
+    blob.text = "x" * (serialize.COMPRESSION_THRESHOLD - 100)
+    connection.get_root()["blob"] = blob
+    connection.commit()
+    data = unpack_record(storage.records[blob._p_oid])[1]
+    assert blob.text.encode() in data
+    assert Connection(storage).get_root()["blob"].text == blob.text
+
+
 def test_high_oids_in_references(durus43_compression):
     storage = MemoryStorage()
     connection = Connection(storage)
@@ -263,8 +277,7 @@ def test_states_without_references_pickle_to_the_same_bytes_without_the_hook(sta
     writer = serialize.ObjectWriter(connection)
     data, refs = writer.get_state(blob)
     hooked = io.BytesIO()
-    pickler = serialize._RecordPickler(hooked, serialize.STATE_PICKLE_PROTOCOL)
-    pickler.writer = writer
+    pickler = serialize._RecordPickler(hooked, serialize.STATE_PICKLE_PROTOCOL, writer)
     pickler.dump(state)
     class_pickle = serialize._class_pickle(Blob)
     assert data == class_pickle + hooked.getvalue()

@@ -136,12 +136,11 @@ class FileStorage(Storage):
         allocated = self.allocated_unused_oids
         invalid = self.invalid
         next_name = self.shelf.next_name
-        while True:
+        name = next_name()
+        while name in allocated or name in invalid:
             name = next_name()
-            if name in allocated or name in invalid:
-                continue
-            allocated.add(name)
-            return name
+        allocated.add(name)
+        return name
 
     def begin(self) -> None:
         self.pending_records.clear()

@@ -276,7 +276,7 @@ class Shelf:
         self.broken: BaseException | None = None
         self._lock = threading.Lock()
         self._undo: list[tuple[int, int, list[tuple[int, int]]]] = []
-        self._name_generator: Iterator[int] | None = None
+        self._name_generator: Iterator[bytes] | None = None
         self._use_index_file = _locked_fd is None
         if _locked_fd is not None:
             # A pack hands over the file it wrote, locked, now under its final name.
@@ -747,19 +747,24 @@ class Shelf:
 
     def next_name(self) -> bytes:
         """The next never-handed-out oid in Durus's order (spec 1.3)."""
-        if self._name_generator is None:
-            self._name_generator = self._generate_names()
-        return int8_to_str(next(self._name_generator))
+        names = self._name_generator
+        if names is None:
+            names = self._name_generator = self._generate_names()
+        return next(names)
 
-    def _generate_names(self) -> Iterator[int]:
+    def _generate_names(self) -> Iterator[bytes]:
         index_get = self.index.get
         for j in self.map.gen_holes():
             if not index_get(j):
-                yield j
+                yield int8_to_str(j)
         j = self.map.count
+        # Above the index's limit nothing is stored: only names handed out
+        # here get stored later, and those are behind ``j``.
+        limit = self.index.limit()
+        pack = INT8.pack
         while True:
-            if not index_get(j):
-                yield j
+            if j >= limit or not index_get(j):
+                yield pack(j)
             j += 1
 
     # -- appending -----------------------------------------------------------------------

@@ -90,15 +90,21 @@ class PersistentBase:
     _p_status: int
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        self = object.__new__(cls)
+        # A new object has nothing to track until a commit stores it: it is
+        # born as the hot-dirty variant (cheaper than switching its class).
+        # Python still runs the application's __init__, which the variant
+        # inherits.
+        family = _families.get(cls, _UNKNOWN)
+        if family is _UNKNOWN:
+            family = _make_family(cls)
+        if family is not None and family[_COLD] is cls:
+            self = object.__new__(family[_HOT_DIRTY])
+        else:
+            self = object.__new__(cls)
         _setattribute(self, "_p_status", UNSAVED)
         _setattribute(self, "_p_serial", 0)
         _setattribute(self, "_p_connection", None)
         _setattribute(self, "_p_oid", None)
-        # A new object has nothing to track until a commit stores it.
-        family = _family_of(cls)
-        if family is not None and family[_COLD] is cls:
-            _set_class(self, family[_HOT_DIRTY])
         return self
 
 

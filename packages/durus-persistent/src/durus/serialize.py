@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 from zlib import compress, decompress
 from zlib import error as zlib_error
 
-from durus.persistent import PersistentBase, new_ghost, real_class
+from durus.persistent import PersistentBase, _families, new_ghost, real_class
+
+_oid_of = PersistentBase.__dict__["_p_oid"].__get__
+_set_oid = PersistentBase.__dict__["_p_oid"].__set__
+_connection_of = PersistentBase.__dict__["_p_connection"].__get__
+_set_connection = PersistentBase.__dict__["_p_connection"].__set__
 
 if TYPE_CHECKING:
     from durus.connection import Connection
@@ -47,10 +52,12 @@ PICKLE_PROTOCOL = 2
 STATE_PICKLE_PROTOCOL = 3
 #: Compress state pickles with zlib (Durus 4.3 compressed every one).
 WRITE_COMPRESSED_STATE_PICKLES = True
-#: State pickles shorter than this are stored raw: compressing a few dozen
-#: bytes makes them longer and costs time on every load.  Set it to 0 to
-#: compress every state as Durus 4.3 did (byte-identical records).
-COMPRESSION_THRESHOLD = 256
+#: State pickles shorter than this are stored raw.  zlib spends about 35 us
+#: setting up its window and tables for every state it compresses, more than
+#: a whole small object costs to write, and saves a few hundred bytes at most
+#: below this size.  Set it to 0 to compress every state as Durus 4.3 did
+#: (byte-identical records).
+COMPRESSION_THRESHOLD = 2048
 COMPRESSED_START_BYTE = compress(b"\x80\x02}q\x00.")[0]  # 0x78: zlib, 32 KiB window
 NEWLINE = b"\n"
 
@@ -120,15 +127,38 @@ class _ReferenceFound(Exception):
 
 
 class _RecordPickler(Pickler):
-    """A pickler whose persistent ids are those of its ObjectWriter."""
+    """A pickler that writes references to persistent objects as ``(oid, class)``.
 
-    writer: ObjectWriter
+    Its hook runs for every object pickled, so it does the whole work of a
+    reference itself: a never-stored object gets an oid and is queued for the
+    same commit; every oid lands in ``writer.refs``.
+    """
+
+    def __init__(self, file: BytesIO, protocol: int, writer: ObjectWriter) -> None:
+        super().__init__(file, protocol)
+        self.writer = writer
+        self._connection = writer.connection
+        self._found = writer.objects_found
+        self._assigned = writer.assigned
 
     def persistent_id(self, obj: Any) -> Any:
-        # Called for every object pickled: keep the common case short.
-        if isinstance(obj, PersistentBase):
-            return self.writer._persistent_id(obj)
-        return None
+        if not isinstance(obj, PersistentBase):
+            return None
+        oid: Any = _oid_of(obj)
+        connection = _connection_of(obj)
+        if connection is None:
+            connection = self._connection
+            oid = connection.new_oid()
+            _set_oid(obj, oid)
+            _set_connection(obj, connection)
+            self._found.append(obj)
+            self._assigned.append(obj)
+        elif connection is not self._connection:
+            raise ValueError(f"Reference to {obj!r} has a different connection.")
+        self.writer.refs.add(oid)
+        cls = type(obj)
+        family = _families.get(cls)
+        return oid, cls if family is None else family[0]
 
 
 class _RecordUnpickler(Unpickler):
@@ -205,40 +235,21 @@ class ObjectWriter:
         # Durus 4.3's layout: class and state pickles from one pickler, one memo.
         self._shared_memo = STATE_PICKLE_PROTOCOL == PICKLE_PROTOCOL
         protocol = PICKLE_PROTOCOL if self._shared_memo else STATE_PICKLE_PROTOCOL
-        self._hooked = _ReusedPickler(lambda sio: self._new_hooked_pickler(sio, protocol))
-        self._plain = _ReusedPickler(lambda sio: _PlainPickler(sio, protocol))
         self.objects_found: list[Any] = []
         #: Every object this writer gave an oid, so a failed commit can undo it.
         self.assigned: list[Any] = []
         self.refs: set[bytes] = set()
         self._generating = False
+        self._hooked = _ReusedPickler(lambda sio: self._new_hooked_pickler(sio, protocol))
+        self._plain = _ReusedPickler(lambda sio: _PlainPickler(sio, protocol))
 
     def _new_hooked_pickler(self, sio: BytesIO, protocol: int) -> Pickler:
-        pickler = _RecordPickler(sio, protocol)
-        pickler.writer = self
-        return pickler
+        return _RecordPickler(sio, protocol, self)
 
     @property
     def pickler(self) -> Pickler:
         """The pickler with the persistent-id hook (replaced after large records)."""
         return self._hooked.pickler
-
-    def _persistent_id(self, obj: Any) -> tuple[bytes, type] | None:
-        if not isinstance(obj, PersistentBase):
-            return None
-        oid: Any = obj._p_oid
-        connection = obj._p_connection
-        if connection is None:
-            connection = self.connection
-            oid = connection.new_oid()
-            obj._p_oid = oid
-            obj._p_connection = connection
-            self.objects_found.append(obj)
-            self.assigned.append(obj)
-        elif connection is not self.connection:
-            raise ValueError(f"Reference to {obj!r} has a different connection.")
-        self.refs.add(oid)
-        return oid, real_class(obj)
 
     def gen_new_objects(self, obj: Any) -> Iterator[Any]:
         """``obj``, then every new object discovered while serializing them."""
