@@ -297,3 +297,33 @@ def test_an_index_of_the_previous_version_is_rebuilt(tmp_path):
     assert dict(storage.gen_oid_record()) == records
     storage.close()
     assert Path(path + ".index").read_bytes() == data
+
+
+def test_set_many_matches_set_one_by_one():
+    # Dense, growing, sparse (far beyond the array) and removing entries.
+    entries = [(5, 100), (0, 200), (5, 300), (70000, 400), (10**9, 500), (0, 0), (10**9, 0)]
+    one_by_one, at_once = PositionIndex(), PositionIndex()
+    expected_olds = [one_by_one.set(n, position) for n, position in entries]
+    assert at_once.set_many(entries) == expected_olds == [0, 0, 100, 0, 0, 200, 500]
+    assert (at_once.count, at_once.top, at_once.extra) == (
+        one_by_one.count, one_by_one.top, one_by_one.extra)
+    assert at_once.limit() == one_by_one.limit() == 70001
+    assert list(at_once.items()) == list(one_by_one.items()) == [(5, 300), (70000, 400)]
+
+
+def test_set_many_on_a_reopened_file_consults_the_mapped_index(tmp_path):
+    path = str(tmp_path / "db.durus")
+    connection = Connection(FileStorage(path))
+    connection.get_root()["items"] = [PersistentList([i]) for i in range(50)]
+    connection.commit()
+    connection.get_storage().close()
+    storage = FileStorage(path)
+    index = storage.shelf.index
+    assert index.base is not None
+    count = index.count
+    old_root = index.get(0)
+    olds = index.set_many([(0, 12345), (10**6, 678)])
+    assert olds == [old_root, 0]
+    assert index.count == count + 1
+    assert index.get(0) == 12345 and index.get(10**6) == 678
+    storage.close()

@@ -322,3 +322,54 @@ def test_entries_of_freed_objects_are_purged():
     reader.abort()
     assert reader.get_cache_count() <= 10
     assert len(mapping) < 1500  # the dead entries did not pile up
+
+
+class Audited(Persistent):
+    """Counts the times a commit marks it saved through its own method."""
+
+    saved_calls: list[str] = []
+
+    def _p_set_status_saved(self):
+        Audited.saved_calls.append(self.__class__.__name__)
+        super()._p_set_status_saved()
+
+
+def test_after_a_commit_every_stored_object_is_saved_and_runs_as_its_own_class():
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    root = connection.get_root()
+    root["read"], root["blind"] = Node("read"), Node("blind")
+    connection.commit()
+    read, blind = root["read"], root["blind"]
+    read.name  # noqa: B018 -- a read first: it runs hot, then hot-dirty
+    read.name = "read, changed"
+    blind._p_note_change()  # a change without a read: cold-dirty
+    blind.name = "blind, changed"
+    new = Node("new")
+    root["new"] = new
+    audited = Audited()
+    root["audited"] = audited
+    connection.commit()
+    for obj in (root, read, blind, new, audited):
+        assert obj._p_status == SAVED
+        assert type(obj) is obj.__class__
+    assert Audited.saved_calls == ["Audited"]
+    fresh = Connection(storage).get_root()
+    assert (fresh["read"].name, fresh["blind"].name, fresh["new"].name) == (
+        "read, changed", "blind, changed", "new")
+
+
+def test_a_failed_commit_leaves_changed_objects_unsaved_and_tracked():
+    connection = Connection(MemoryStorage())
+    root = connection.get_root()
+    root["node"] = node = Node("node")
+    connection.commit()
+    node.name = "changed"
+    node.unpicklable = lambda: None
+    with pytest.raises(Exception):
+        connection.commit()
+    assert node._p_status == UNSAVED
+    assert node._p_oid in connection.changed
+    del node.unpicklable
+    connection.commit()
+    assert node._p_status == SAVED and type(node) is Node

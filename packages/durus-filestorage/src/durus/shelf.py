@@ -796,13 +796,16 @@ class Shelf:
             start = self.end
             parts = [b""]
             total = 0
+            # (oid number, position) of each record, for the index.
+            entries: list[tuple[int, int]] = []
+            pack = INT8.pack
+            from_bytes = int.from_bytes
             for name, record in pairs:
                 length = 8 + len(record)
-                parts.append(INT8.pack(length))
-                parts.append(name)
-                parts.append(record)
+                parts += (pack(length), name, record)
+                entries.append((from_bytes(name, "big"), start + 8 + total))
                 total += 8 + length
-            parts[0] = INT8.pack(total)
+            parts[0] = pack(total)
             data = b"".join(parts)
             del parts
             sync_now = durable and self.fsync
@@ -821,16 +824,9 @@ class Shelf:
                 except BaseException:
                     self._abandon(start)
                     raise
-            undo: list[tuple[int, int]] | None = [] if (self.fsync and not sync_now) else None
-            index_set = self.index.set
-            position = start + 8
-            for name, record in pairs:
-                n = int.from_bytes(name, "big")
-                old = index_set(n, position)
-                if undo is not None:
-                    undo.append((n, old))
-                position += 16 + len(record)
-            if undo is not None:
+            olds = self.index.set_many(entries)
+            if self.fsync and not sync_now:
+                undo = [(n, old) for (n, _), old in zip(entries, olds)]
                 self._undo.append((start, self.last_start, undo))
             self.last_start = start
             self.end = start + 8 + total

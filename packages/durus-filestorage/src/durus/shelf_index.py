@@ -107,6 +107,31 @@ class PositionIndex:
             self.top = n + 1
         return old
 
+    def set_many(self, entries: list[tuple[int, int]]) -> list[int]:
+        """``set`` for each ``(n, position)`` in turn; the old positions.
+
+        One call per transaction instead of one per record: a bulk insert
+        spends a few percent of its time here.
+        """
+        arr = self.array
+        olds: list[int] = []
+        append = olds.append
+        count, top = self.count, self.top
+        for n, position in entries:
+            if n < len(arr):
+                old = arr[n]
+                arr[n] = position
+                count += (position != 0) - (old != 0)
+                if n >= top:
+                    top = n + 1
+            else:
+                self.count, self.top = count, top
+                old = self.set(n, position)
+                count, top = self.count, self.top
+            append(old)
+        self.count, self.top = count, top
+        return olds
+
     def limit(self) -> int:
         """One more than the largest oid number that may be present."""
         top = self.top
@@ -452,6 +477,18 @@ class TailIndex:
         self.over.set(n, position)
         self.count += (position != 0) - (old != 0)
         return old
+
+    def set_many(self, entries: list[tuple[int, int]]) -> list[int]:
+        """``set`` for each ``(n, position)`` in turn; the old positions."""
+        base = self.base
+        if base is not None and (base.extra or any(n < base.slots for n, _ in entries)):
+            return [self.set(n, position) for n, position in entries]
+        # The mapped index holds none of these oids: the overlay alone answers.
+        over = self.over
+        before = over.count
+        olds = over.set_many(entries)
+        self.count += over.count - before
+        return olds
 
     def limit(self) -> int:
         top = self.over.limit()

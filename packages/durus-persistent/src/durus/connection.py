@@ -31,6 +31,7 @@ from durus.persistent import (
     _families,
     _make_family,
     _set_class,
+    mark_stored,
     new_ghost,
     real_class,
 )
@@ -99,6 +100,18 @@ class ObjectDictionary:
         ref.key = key
         self.mapping[key] = ref
         self.dead.discard(key)
+
+    def update(self, items: dict[bytes, Any]) -> None:
+        """``self[key] = value`` for every item (one call for a whole commit)."""
+        mapping = self.mapping
+        callback = self.callback
+        keyed_ref = _KeyedRef
+        for key, value in items.items():
+            ref = keyed_ref(value, callback)
+            ref.key = key
+            mapping[key] = ref
+        if self.dead:
+            self.dead.difference_update(items)
 
     def __delitem__(self, key: bytes) -> None:
         self.dead.add(key)
@@ -179,6 +192,10 @@ class Cache:
 
     def __setitem__(self, oid: bytes, obj: Any) -> None:
         self.objects[oid] = obj
+
+    def update(self, objects: dict[bytes, Any]) -> None:
+        """Add ``oid -> object`` for every item."""
+        self.objects.update(objects)
 
     def __delitem__(self, oid: bytes) -> None:
         obj = self.objects.get(oid)
@@ -486,25 +503,28 @@ class Connection(ConnectionBase):
             raise WriteConflictError(sorted(self.invalid_oids))
         storage = self.storage
         storage.begin()
+        changed = self.changed
         new_objects: dict[bytes, Any] = {}
         stored: list[Any] = []
         writer = ObjectWriter(self)
+        get_state = writer.get_state
+        store = storage.store
         try:
-            for changed_object in list(self.changed.values()):
+            for changed_object in list(changed.values()):
                 for obj in writer.gen_new_objects(changed_object):
-                    oid = obj._p_oid
+                    oid = _oid_of(obj)
                     if oid in new_objects:
                         continue
-                    if oid not in self.changed:
+                    if oid not in changed:
                         new_objects[oid] = obj
-                        self.cache[oid] = obj
-                    data, refs = writer.get_state(obj)
-                    storage.store(oid, pack_record(oid, data, refs))
+                    data, refs = get_state(obj)
+                    store(oid, pack_record(oid, data, refs))
                     stored.append(obj)
-            for obj in stored:
-                obj._p_set_status_saved()
+            self.cache.update(new_objects)
+            mark_stored(stored)
             storage.end(self._handle_invalidations)
-            # New objects ran as hot variants since their birth: cool them too.
+            # New objects ran as hot variants since their birth: the end of the
+            # transaction switches them back to their own class with the others.
             self._hot.extend(new_objects.values())
         except BaseException:
             self._undo_failed_commit(new_objects, writer)

@@ -389,6 +389,30 @@ class PersistentObject(PersistentBase):
         return _status_of(self) == SAVED
 
 
+_default_set_status_saved = PersistentObject._p_set_status_saved
+_set_status = PersistentBase.__dict__["_p_status"].__set__
+
+
+def mark_stored(objects: list[Any]) -> None:
+    """Mark the objects a commit just stored as saved.
+
+    Only for the connection's commit: a hot-dirty object keeps its class here,
+    because the end of the transaction, a moment later, switches every hot
+    object back to its own class anyway (one class switch instead of two).
+    Classes that override ``_p_set_status_saved`` get their own method.
+    """
+    families = _families
+    for obj in objects:
+        cls = type(obj)
+        family = families.get(cls)
+        if family is None or cls._p_set_status_saved is not _default_set_status_saved:
+            obj._p_set_status_saved()
+            continue
+        _set_status(obj, SAVED)
+        if cls is family[_COLD_DIRTY]:
+            _set_class(obj, family[_COLD])
+
+
 class Persistent(PersistentObject):
     """The usual persistent class: its state is the instance ``__dict__``."""
 
