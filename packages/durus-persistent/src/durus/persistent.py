@@ -99,8 +99,13 @@ class PersistentBase:
             family = _make_family(cls)
         if family is not None and family[_COLD] is cls:
             self = object.__new__(family[_HOT_DIRTY])
-        else:
-            self = object.__new__(cls)
+            # The variant writes with object.__setattr__ itself: plain stores.
+            self._p_status = UNSAVED
+            self._p_serial = 0
+            self._p_connection = None
+            self._p_oid = None
+            return self
+        self = object.__new__(cls)
         _setattribute(self, "_p_status", UNSAVED)
         _setattribute(self, "_p_serial", 0)
         _setattribute(self, "_p_connection", None)
