@@ -348,6 +348,7 @@ def test_after_a_commit_every_stored_object_is_saved_and_runs_as_its_own_class()
     new = Node("new")
     root["new"] = new
     audited = Audited()
+    audited.tag = "audited"
     root["audited"] = audited
     connection.commit()
     for obj in (root, read, blind, new, audited):
@@ -357,6 +358,9 @@ def test_after_a_commit_every_stored_object_is_saved_and_runs_as_its_own_class()
     fresh = Connection(storage).get_root()
     assert (fresh["read"].name, fresh["blind"].name, fresh["new"].name) == (
         "read, changed", "blind, changed", "new")
+    # Loading a ghost marks it saved through the class's own method too.
+    assert fresh["audited"].tag == "audited"
+    assert Audited.saved_calls == ["Audited", "Audited"]
 
 
 def test_a_failed_commit_leaves_changed_objects_unsaved_and_tracked():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import struct
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -26,11 +27,15 @@ from durus.error import (
 from durus.persistent import (
     _UNKNOWN,
     GHOST,
+    SAVED,
     ConnectionBase,
     PersistentBase,
+    _default_set_status_saved,
     _families,
     _make_family,
+    _mark_clean_class,
     _set_class,
+    _set_status,
     mark_stored,
     new_ghost,
     real_class,
@@ -58,6 +63,7 @@ _serial_of = PersistentBase.__dict__["_p_serial"].__get__
 _set_serial = PersistentBase.__dict__["_p_serial"].__set__
 _status_of = PersistentBase.__dict__["_p_status"].__get__
 _oid_of = PersistentBase.__dict__["_p_oid"].__get__
+_record_data_length = struct.Struct(">I").unpack_from
 
 
 def _as_oid(oid: bytes | int) -> bytes:
@@ -211,11 +217,19 @@ class Cache:
 
     def get_instance(self, oid: bytes, klass: Any, connection: Any) -> Any:
         """The cached object of ``oid`` if its class is ``klass``, else a new ghost."""
-        obj = self.objects.get(oid)
-        if obj is not None and real_class(obj) is klass:
-            return obj
+        # Every reference a loaded state holds comes here: inlined lookups.
+        objects = self.objects
+        ref = objects.mapping.get(oid)
+        if ref is not None:
+            obj = ref()
+            if obj is not None and real_class(obj) is klass:
+                return obj
         obj = new_ghost(klass, oid, connection)
-        self.objects[oid] = obj
+        ref = _KeyedRef(obj, objects.callback)
+        ref.key = oid
+        objects.mapping[oid] = ref
+        if objects.dead:
+            objects.dead.discard(oid)
         return obj
 
     def _build_heap(self, serial: int) -> list[tuple[int, bytes]]:
@@ -406,14 +420,15 @@ class Connection(ConnectionBase):
         except ReadConflictError:
             self._handle_invalidations(self.storage.sync(), read_oid=oid)
             record = self.storage.load(oid)
-        record_oid, data, _refs = unpack_record(record)
-        if record_oid != oid:
-            raise DurusError(f"storage returned the record of oid {record_oid!r} for {oid!r}")
-        return data
+        if record[:8] != oid:
+            raise DurusError(f"storage returned the record of oid {record[:8]!r} for {oid!r}")
+        return record[12 : 12 + _record_data_length(record, 8)[0]]
 
     def load_state(self, obj: Any) -> None:
         """Fill the ghost ``obj`` with its stored state."""
-        oid = obj._p_oid
+        # Every ghost's first use comes here: slots and methods are reached
+        # through the class, not through the ghost's tracking __getattribute__.
+        oid = _oid_of(obj)
         if self.storage is None:
             raise DurusError("this connection has no storage")
         try:
@@ -422,8 +437,15 @@ class Connection(ConnectionBase):
             # The object was removed (packed away) after this ghost was made.
             raise ReadConflictError([oid]) from None
         state = self.reader.get_state(data)
-        obj.__setstate__(state)
-        obj._p_set_status_saved()
+        cls = type(obj)
+        cls.__setstate__(obj, state)
+        if cls._p_set_status_saved is _default_set_status_saved:
+            _set_status(obj, SAVED)
+            family = _families.get(cls)
+            if family is not None and cls is not family[0]:
+                _mark_clean_class(obj)
+        else:
+            obj._p_set_status_saved()
 
     def get_crawler(self, start_oid: bytes = ROOT_OID, batch_size: int = 100) -> Iterator[Any]:
         """Every object reachable from ``start_oid``, loaded, in storage order."""

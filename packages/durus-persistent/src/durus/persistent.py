@@ -114,6 +114,10 @@ class PersistentBase:
 
 
 _base_new = PersistentBase.__new__
+_set_status_slot = PersistentBase.__dict__["_p_status"].__set__
+_set_serial_slot = PersistentBase.__dict__["_p_serial"].__set__
+_set_connection_slot = PersistentBase.__dict__["_p_connection"].__set__
+_set_oid_slot = PersistentBase.__dict__["_p_oid"].__set__
 _status_of = PersistentBase.__dict__["_p_status"].__get__
 _connection_of = PersistentBase.__dict__["_p_connection"].__get__
 
@@ -206,14 +210,15 @@ def new_ghost(cls: Any, oid: bytes | None, connection: Any) -> Any:
     """A ghost of ``cls`` (its own class, not a variant): state comes later."""
     if cls.__new__ is _base_new:
         ghost = object.__new__(cls)
-        _setattribute(ghost, "_p_serial", 0)
+        _set_serial_slot(ghost, 0)
     else:
         # The class has its own __new__: call it as Durus does, no arguments.
         ghost = cls.__new__(cls)
         _cool(ghost)
-    _setattribute(ghost, "_p_status", GHOST)
-    _setattribute(ghost, "_p_connection", connection)
-    _setattribute(ghost, "_p_oid", oid)
+    # Straight through the slots: a ghost's class tracks attribute writes.
+    _set_status_slot(ghost, GHOST)
+    _set_connection_slot(ghost, connection)
+    _set_oid_slot(ghost, oid)
     return ghost
 
 
@@ -296,7 +301,10 @@ class PersistentObject(PersistentBase):
             connection = _connection_of(self)
             if connection is not None:
                 if _status_of(self) == GHOST:
-                    _getattribute(self, "_p_load_state")()
+                    if type(self)._p_load_state is _default_load_state:
+                        connection.load_state(self)
+                    else:
+                        _getattribute(self, "_p_load_state")()
                 connection.note_access(self)
         return _getattribute(self, name)
 
@@ -395,7 +403,8 @@ class PersistentObject(PersistentBase):
 
 
 _default_set_status_saved = PersistentObject._p_set_status_saved
-_set_status = PersistentBase.__dict__["_p_status"].__set__
+_default_load_state = PersistentObject._p_load_state
+_set_status = _set_status_slot
 
 
 def mark_stored(objects: list[Any]) -> None:

@@ -162,12 +162,20 @@ class _RecordPickler(Pickler):
 
 
 class _RecordUnpickler(Unpickler):
-    """An unpickler whose persistent references go through its ObjectReader."""
+    """An unpickler that turns ``(oid, class)`` references into cached objects or ghosts."""
 
-    reader: ObjectReader
+    def __init__(self, file: Any, reader: ObjectReader) -> None:
+        super().__init__(file)
+        self.reader = reader
 
     def persistent_load(self, pid: Any) -> Any:
-        return self.reader._persistent_load(pid)
+        oid, cls = pid
+        if type(oid) is not bytes:
+            oid = oid.encode("latin1")  # Durus 4.3's protocol-2 records
+        connection = self.reader.connection
+        if connection is None:
+            return new_ghost(cls, oid, None)
+        return connection.cache.get_instance(oid, cls, connection)
 
 
 class _PlainPickler(Pickler):
@@ -382,19 +390,8 @@ class ObjectReader:
         self._unpickler = self._new_unpickler(self._source)
         self._busy = False
 
-    def _persistent_load(self, pid: Any) -> Any:
-        oid, cls = pid
-        if isinstance(oid, str):
-            oid = oid.encode("latin1")
-        connection = self.connection
-        if connection is None:
-            return new_ghost(cls, oid, None)
-        return connection.cache.get_instance(oid, cls, connection)
-
     def _new_unpickler(self, source: Any) -> _RecordUnpickler:
-        unpickler = _RecordUnpickler(source)
-        unpickler.reader = self
-        return unpickler
+        return _RecordUnpickler(source, self)
 
     def _class_and_memo(self, key: bytes) -> tuple[Any, Any]:
         known = self._classes.get(key)
