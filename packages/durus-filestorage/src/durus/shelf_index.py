@@ -370,8 +370,10 @@ class MappedIndex:
         block = n // BLOCK
         if block not in self.verified:
             self._verify(block)
-        assert self.mm is not None
-        return self._check(n, _WORD.unpack_from(self.mm, self.body_at + 8 * n)[0])
+        position: int = _WORD.unpack_from(self.mm, self.body_at + 8 * n)[0]  # type: ignore[arg-type]
+        if position and not self.low < position < self.covered_end:
+            self._check(n, position)  # raises IndexDamaged
+        return position
 
     def chunk(self, lo: int, hi: int) -> array[int]:
         """Positions of oids ``lo`` to ``hi - 1`` (``lo`` a multiple of ``BLOCK``)."""
@@ -447,9 +449,17 @@ class TailIndex:
         logger.warning("the side index is damaged (%s); rebuilt it from the database", why)
 
     def get(self, n: int) -> int:
-        position = self.over.get(n)
-        if position:
-            return position
+        # Every load asks this: the overlay's array is read in place.
+        over = self.over
+        arr = over.array
+        if n < len(arr):
+            position: int = arr[n]
+            if position:
+                return position
+        elif over.extra:
+            position = over.extra.get(n, 0)
+            if position:
+                return position
         base = self.base
         if base is None:
             return 0

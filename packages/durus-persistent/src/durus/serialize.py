@@ -60,6 +60,7 @@ WRITE_COMPRESSED_STATE_PICKLES = True
 COMPRESSION_THRESHOLD = 2048
 COMPRESSED_START_BYTE = compress(b"\x80\x02}q\x00.")[0]  # 0x78: zlib, 32 KiB window
 NEWLINE = b"\n"
+_COMPRESSED = bytes([COMPRESSED_START_BYTE])
 
 _int4 = struct.Struct(">I")
 _LARGE_RECORD = 16384
@@ -349,7 +350,9 @@ class _Source:
 
     def read(self, n: int = -1) -> bytes:
         start = self.position
-        end = len(self.data) if n < 0 else min(start + n, len(self.data))
+        end = start + n
+        if n < 0 or end > len(self.data):
+            end = len(self.data)
         self.position = end
         return self.data[start:end]
 
@@ -446,8 +449,14 @@ class ObjectReader:
         """The state object of ``data`` (or its raw pickle when not ``load``)."""
         if not load:
             return self.get_state_pickle(data)
-        memo, state, start = self._split(data)
         self.load_count += 1
+        last = self._last_class
+        if data.startswith(last[0]) and data[len(last[0]) : len(last[0]) + 1] != _COMPRESSED:
+            # The usual case, inlined: a record of the class of the last one,
+            # with a raw state pickle.
+            memo, state, start = last[1], data, len(last[0])
+        else:
+            memo, state, start = self._split(data)
         if self._busy:
             # Unpickling reached back into the reader (a load from __setstate__
             # or a reduce function): use a private unpickler.
@@ -456,7 +465,8 @@ class ObjectReader:
         else:
             source = self._source
             unpickler = self._unpickler
-        source.set(state, start)
+        source.data = state
+        source.position = start
         # The state pickle shares the class pickle's memo (spec 2.2).
         unpickler.memo = memo
         self._busy = True
@@ -467,7 +477,7 @@ class ObjectReader:
             unpickler.memo.clear()
             if unpickler is self._unpickler:
                 self._busy = False
-                source.set(b"")
+                source.data = b""
 
     def get_load_count(self) -> int:
         return self.load_count
