@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from operator import itemgetter
 from typing import Any
 
-from durus.persistent import PersistentObject
+from durus.persistent import UNSAVED, PersistentObject
 
 __all__ = [
     "BNode",
@@ -152,20 +152,23 @@ class BNode(PersistentObject):
         """Insert (or replace) ``item`` in this non-full subtree, splitting full children."""
         key = item[0]
         node = self
+        full = 2 * self.minimum_degree - 1  # is_full(), inlined: this is the hot loop
         while True:
             items = node.items
             position = bisect_left(items, key, key=_key_of)
             if position < len(items) and items[position][0] == key:
-                node._p_note_change()
+                if node._p_status != UNSAVED:
+                    node._p_note_change()
                 items[position] = item
                 return
             nodes = node.nodes
             if nodes is None:
-                node._p_note_change()
+                if node._p_status != UNSAVED:
+                    node._p_note_change()
                 items.insert(position, item)
                 return
             child = nodes[position]
-            if child.is_full():
+            if len(child.items) == full:
                 node.split_child(position, child)
                 middle_key = items[position][0]
                 if middle_key == key:

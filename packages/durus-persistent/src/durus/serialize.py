@@ -221,8 +221,17 @@ class _ReusedPickler:
         return self.pickler
 
     def dump(self, obj: Any) -> bytes:
-        self.start().dump(obj)
-        return self.sio.getvalue()
+        """The pickle of ``obj`` (``start()`` inlined: one call per record)."""
+        sio = self.sio
+        if sio.tell() > _LARGE_RECORD:
+            self.sio = sio = BytesIO()
+            self.pickler = self._factory(sio)
+        else:
+            sio.seek(0)
+            sio.truncate()
+            self.pickler.clear_memo()
+        self.pickler.dump(obj)
+        return sio.getvalue()
 
 
 #: Classes whose last state held a persistent reference: the writer goes
