@@ -151,6 +151,32 @@ def test_state_may_refer_to_the_class_through_the_memo(durus43_compression):
     assert again.next.payload == 2
 
 
+def test_a_state_without_references_may_use_the_class_memo_only_at_protocol_2(monkeypatch):
+    # A record with no refs is read by pickle.loads when its state pickle has
+    # a memo of its own (protocol 3, ours); Durus 4.3's protocol-2 states may
+    # name the class through the class pickle's memo, so they keep the
+    # unpickler that shares it.
+    for protocol in (3, 2):
+        monkeypatch.setattr(serialize, "STATE_PICKLE_PROTOCOL", protocol)
+        storage = MemoryStorage()
+        connection = Connection(storage)
+        blob = Blob()
+        blob.kind, blob.numbers = Blob, [1, 2, 1]
+        connection.get_root()["blob"] = blob
+        connection.commit()
+        record = storage.records[blob._p_oid]
+        data, refs = unpack_record(record)[1:]
+        assert refs == b""
+        state_pickle = ObjectReader(None).get_state_pickle(data)
+        assert state_pickle[:2] == bytes([0x80, protocol])
+        assert (b"h\x00" in state_pickle) == (protocol == 2)  # BINGET 0: the class
+        reader = ObjectReader(None)
+        assert reader.get_state(data, references=False) == {"kind": Blob, "numbers": [1, 2, 1]}
+        assert reader.get_load_count() == 1
+        loaded = Connection(storage).get_root()["blob"]
+        assert (loaded.kind, loaded.numbers) == (Blob, [1, 2, 1])
+
+
 def test_refs_are_sorted_unique_and_exclude_self():
     storage = MemoryStorage()
     connection = Connection(storage)

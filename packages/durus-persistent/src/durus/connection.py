@@ -413,6 +413,11 @@ class Connection(ConnectionBase):
 
     def get_stored_pickle(self, oid: bytes) -> bytes:
         """The data field of ``oid``'s record, syncing once on a read conflict."""
+        record = self._stored_record(oid)
+        return record[12 : 12 + _record_data_length(record, 8)[0]]
+
+    def _stored_record(self, oid: bytes) -> bytes:
+        """``oid``'s record, syncing once on a read conflict."""
         if oid in self.invalid_oids:
             raise ReadConflictError([oid])
         try:
@@ -422,7 +427,7 @@ class Connection(ConnectionBase):
             record = self.storage.load(oid)
         if record[:8] != oid:
             raise DurusError(f"storage returned the record of oid {record[:8]!r} for {oid!r}")
-        return record[12 : 12 + _record_data_length(record, 8)[0]]
+        return record
 
     def load_state(self, obj: Any) -> None:
         """Fill the ghost ``obj`` with its stored state."""
@@ -432,11 +437,13 @@ class Connection(ConnectionBase):
         if self.storage is None:
             raise DurusError("this connection has no storage")
         try:
-            data = self.get_stored_pickle(oid)
+            record = self._stored_record(oid)
         except DurusKeyError:
             # The object was removed (packed away) after this ghost was made.
             raise ReadConflictError([oid]) from None
-        state = self.reader.get_state(data)
+        data_end = 12 + _record_data_length(record, 8)[0]
+        # An empty refs trailer: the state holds no persistent reference.
+        state = self.reader.get_state(record[12:data_end], references=len(record) > data_end)
         cls = type(obj)
         cls.__setstate__(obj, state)
         if cls._p_set_status_saved is _default_set_status_saved:

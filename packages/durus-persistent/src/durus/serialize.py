@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from io import BytesIO
-from pickle import Pickler, Unpickler, dumps
+from pickle import Pickler, Unpickler, dumps, loads
 from typing import TYPE_CHECKING, Any
 from zlib import compress, decompress
 from zlib import error as zlib_error
@@ -61,6 +61,9 @@ COMPRESSION_THRESHOLD = 2048
 COMPRESSED_START_BYTE = compress(b"\x80\x02}q\x00.")[0]  # 0x78: zlib, 32 KiB window
 NEWLINE = b"\n"
 _COMPRESSED = bytes([COMPRESSED_START_BYTE])
+#: How state pickles that number their own memo start (PROTO 3, 4, 5): ours.
+#: Durus 4.3's protocol-2 states may use the class pickle's memo.
+_OWN_MEMO_PROTOCOLS = (b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 _int4 = struct.Struct(">I")
 _LARGE_RECORD = 16384
@@ -454,8 +457,14 @@ class ObjectReader:
         _memo, state, start = self._split(data)
         return state[start:]
 
-    def get_state(self, data: bytes, load: bool = True) -> Any:
-        """The state object of ``data`` (or its raw pickle when not ``load``)."""
+    def get_state(self, data: bytes, load: bool = True, references: bool = True) -> Any:
+        """The state object of ``data`` (or its raw pickle when not ``load``).
+
+        ``references=False`` promises that the state refers to no persistent
+        object (its record's refs trailer is empty): a state pickle of
+        protocol 3 or more, which has a memo of its own, is then read by
+        ``pickle.loads`` instead of the hooked unpickler.
+        """
         if not load:
             return self.get_state_pickle(data)
         self.load_count += 1
@@ -466,6 +475,8 @@ class ObjectReader:
             memo, state, start = last[1], data, len(last[0])
         else:
             memo, state, start = self._split(data)
+        if not references and state[start : start + 2] in _OWN_MEMO_PROTOCOLS:
+            return loads(state[start:])
         if self._busy:
             # Unpickling reached back into the reader (a load from __setstate__
             # or a reduce function): use a private unpickler.
