@@ -7,6 +7,8 @@ Actions:
   open            open the storage at --path alone, read-only, and time it
   serve           serve --path on loopback --port until terminated
   client-commits  one client of the server_commits (--port) or sql_commits (--dsn) workload
+  floor-serve     the no-database server of the commit_floor workload (--port, --path)
+  floor-client    one client of the commit_floor workload (--port, --commits)
 """
 
 from __future__ import annotations
@@ -97,6 +99,19 @@ def _client_commits(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any
     }
 
 
+def _floor_serve(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
+    from .workloads.commit_floor import serve
+
+    serve(args.port, args.path)
+    return {"status": "ok"}
+
+
+def _floor_client(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
+    from .workloads.commit_floor import client
+
+    return client(args.port, args.commits)
+
+
 ACTIONS = {
     "info": _info,
     "prepare": _prepare,
@@ -104,6 +119,8 @@ ACTIONS = {
     "open": _open,
     "serve": _serve,
     "client-commits": _client_commits,
+    "floor-serve": _floor_serve,
+    "floor-client": _floor_client,
 }
 
 

@@ -56,11 +56,15 @@ class Workload:
     durability_matters: bool = False
     # On PostgreSQL: a fresh database per repetition, its fixtures built into it.
     sql: bool = False
+    # A figure of the machine, not of a system: run once per repetition, with ours.
+    machine: bool = False
 
 
 def measured(workload: Workload, system: str) -> bool:
     """Whether ``system`` is compared on ``workload`` at all: RelStorage is a peer on the
     ``sql_*`` workloads only, and its cells elsewhere stay empty."""
+    if workload.machine:
+        return system == "ours"
     return workload.sql or system != "relstorage"
 
 
@@ -196,6 +200,17 @@ def build(scale: float) -> list[Workload]:
             (rate("commits_per_s", "commits/s", "commit rate"), *latency),
             {"clients": 4, "commits": client_commits, "fsync": "strongest"},
             durability_matters=True,
+        ),
+        Workload(
+            "commit_floor",
+            "commit_floor",
+            f"the machine's floor: 4 client processes x {4 * client_commits:,} durable round"
+            " trips through a Python server that only appends and fdatasyncs (no database)",
+            (rate("commits_per_s", "commits/s", "round trip rate"), *latency),
+            # Four times server_commits' count: a round trip costs so little that
+            # shorter runs mostly measure the clients' staggered starts.
+            {"clients": 4, "commits": 4 * client_commits},
+            machine=True,
         ),
         Workload(
             "server_commits_nofsync",

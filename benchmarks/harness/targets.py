@@ -47,6 +47,24 @@ def _ours(doc: dict[str, Any], workload: str, key: str) -> float | None:
     return None if figure is None else figure["results"].get("ours", {}).get("median")
 
 
+def _median(doc: dict[str, Any], workload: str, key: str, system: str) -> float | None:
+    figure = _figure(doc, workload, key)
+    return None if figure is None else figure["results"].get(system, {}).get("median")
+
+
+def _durable_commits_within_floor(doc: dict[str, Any]) -> dict[str, Any]:
+    """Whether 2x Durus 4.3's durable server commits is below the machine's floor.
+
+    The floor (``commit_floor``) is what a server doing nothing but append,
+    fdatasync per batch and answer reaches; no storage server can beat it.
+    """
+    floor = _ours(doc, "commit_floor", "commits_per_s")
+    durus = _median(doc, "server_commits", "commits_per_s", "durus43")
+    value = None if floor is None or not durus else floor / (2.0 * durus)
+    return _at_least("the machine's commit floor / (2x Durus 4.3's server commits)", value,
+                     1.0, "x (else the durable target is out of this machine's reach)")
+
+
 def _open_growth(doc: dict[str, Any], suffix: str) -> dict[str, Any]:
     growth = _ours(doc, "open_time", "growth" + suffix)
     large = _ours(doc, "open_time", "large" + suffix + "_s")
@@ -92,6 +110,7 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
             2.0,
             "x",
         ),
+        _durable_commits_within_floor(doc),
         _at_least(
             "server loads vs Durus 4.3",
             _vs(doc, "server_loads", "loads_per_s", "durus43"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import (
     cold_read,
+    commit_floor,
     insert,
     open_time,
     pack,
@@ -28,6 +29,7 @@ WORKLOADS = {
     "warm_write": warm_write.run,
     "small_commits": small_commits.run,
     "server_commits": server_commits.run,
+    "commit_floor": commit_floor.run,
     "server_loads": server_loads.run,
     "pack": pack.run,
     "sql_commits": sql_commits.run,

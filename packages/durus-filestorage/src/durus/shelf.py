@@ -826,7 +826,7 @@ class Shelf:
                     raise
             olds = self.index.set_many(entries)
             if self.fsync and not sync_now:
-                undo = [(n, old) for (n, _), old in zip(entries, olds)]
+                undo = [(n, old) for (n, _), old in zip(entries, olds, strict=True)]
                 self._undo.append((start, self.last_start, undo))
             self.last_start = start
             self.end = start + 8 + total
