@@ -282,6 +282,21 @@ def test_the_writer_renews_both_picklers_after_large_records():
     writer.close()
 
 
+def test_the_plain_pickler_is_renewed_when_a_reference_stops_it():
+    # A large state with a reference at its end fills the plain pickler's memo
+    # but writes nothing to its buffer: keeping that pickler would make every
+    # later clear_memo() pay for the large table.
+    connection = Connection(MemoryStorage())
+    writer = serialize.ObjectWriter(connection)
+    plain = writer._plain.pickler
+    late_reference = PersistentList([str(i) for i in range(50000)] + [Blob()])
+    late_reference._p_oid = int8_to_str(7)
+    _data, refs = writer.get_state(late_reference)
+    assert len(refs) == 8
+    assert writer._plain.pickler is not plain
+    writer.close()
+
+
 PLAIN_STATES = [
     {"n": 12345, "s": "item 12345", "f": 0.5, "b": b"\0\1", "t": True, "z": None},
     {"same": "shared text", "again": "shared text"},

@@ -496,8 +496,10 @@ class Connection(ConnectionBase):
             # Kept in access order: the least recently used come first.
             recent = self._recent
             key = id(obj)
-            recent[key] = obj
-            recent.move_to_end(key)
+            if key in recent:
+                recent.move_to_end(key)
+            else:
+                recent[key] = obj  # new keys go to the end
 
     def note_change(self, obj: Any) -> None:
         self.changed[obj._p_oid] = obj

@@ -211,12 +211,16 @@ class _ReusedPickler:
         self.sio = BytesIO()
         self.pickler = factory(self.sio)
 
+    def renew(self) -> None:
+        """A new pickler and buffer."""
+        self.sio = BytesIO()
+        self.pickler = self._factory(self.sio)
+
     def start(self) -> Pickler:
         """The pickler, with an empty buffer and memo."""
         sio = self.sio
         if sio.tell() > _LARGE_RECORD:
-            self.sio = BytesIO()
-            self.pickler = self._factory(self.sio)
+            self.renew()
         else:
             sio.seek(0)
             sio.truncate()
@@ -224,17 +228,9 @@ class _ReusedPickler:
         return self.pickler
 
     def dump(self, obj: Any) -> bytes:
-        """The pickle of ``obj`` (``start()`` inlined: one call per record)."""
-        sio = self.sio
-        if sio.tell() > _LARGE_RECORD:
-            self.sio = sio = BytesIO()
-            self.pickler = self._factory(sio)
-        else:
-            sio.seek(0)
-            sio.truncate()
-            self.pickler.clear_memo()
-        self.pickler.dump(obj)
-        return sio.getvalue()
+        """The pickle of ``obj``."""
+        self.start().dump(obj)
+        return self.sio.getvalue()
 
 
 #: Classes whose last state held a persistent reference: the writer goes
@@ -300,6 +296,9 @@ class ObjectWriter:
                 data = self._plain.dump(state)
             except _ReferenceFound:
                 _referring_classes.add(cls)
+                # Its memo may have grown for a large state that wrote nothing
+                # to the buffer, where start() would not notice it.
+                self._plain.renew()
             else:
                 return _class_pickle(cls) + _squeezed(data), b""
         refs = self.refs
@@ -400,7 +399,8 @@ class ObjectReader:
         self.load_count = 0
         # class pickle -> (class, the memo an unpickler has after reading it)
         self._classes: dict[bytes, tuple[Any, Any]] = {}
-        self._last_class: tuple[bytes, Any] = (b"\x80\x02c\xff", None)  # matches nothing
+        # (class pickle, its memo, its length) of the last record read.
+        self._last_class: tuple[bytes, Any, int] = (b"\x80\x02c\xff", None, 4)  # matches nothing
         self._source = _Source()
         self._unpickler = self._new_unpickler(self._source)
         self._busy = False
@@ -433,12 +433,12 @@ class ObjectReader:
         last = self._last_class
         if data.startswith(last[0]):
             # Most records in a row are of one class: skip parsing its pickle.
-            end = len(last[0])
+            end = last[2]
             memo = last[1]
         elif end := _class_pickle_end(data):
             key = data[:end]
             memo = self._class_and_memo(key)[1]
-            self._last_class = (key, memo)
+            self._last_class = (key, memo, end)
         else:
             f = BytesIO(data)
             unpickler = self._new_unpickler(f)
@@ -468,11 +468,11 @@ class ObjectReader:
         if not load:
             return self.get_state_pickle(data)
         self.load_count += 1
-        last = self._last_class
-        if data.startswith(last[0]) and data[len(last[0]) : len(last[0]) + 1] != _COMPRESSED:
+        key, memo, start = self._last_class
+        if data.startswith(key) and data[start : start + 1] != _COMPRESSED:
             # The usual case, inlined: a record of the class of the last one,
             # with a raw state pickle.
-            memo, state, start = last[1], data, len(last[0])
+            state = data
         else:
             memo, state, start = self._split(data)
         if not references and state[start : start + 2] in _OWN_MEMO_PROTOCOLS:
