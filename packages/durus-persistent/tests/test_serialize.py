@@ -46,6 +46,13 @@ class Blob(Persistent):
     pass
 
 
+@pytest.fixture(autouse=True)
+def fresh_class_memory(monkeypatch):
+    """Each test starts with no class known to hold references (the writer
+    remembers them process-wide, so test order would otherwise matter)."""
+    monkeypatch.setattr(serialize, "_referring_classes", set())
+
+
 @pytest.fixture
 def durus43_compression(monkeypatch):
     """Durus 4.3's exact records: protocol-2 states, every state compressed."""
