@@ -380,3 +380,26 @@ def test_check_record_accepts_records_and_names_each_defect():
             serialize.check_record(oid, record)
     with pytest.raises(ValueError, match="8 bytes"):
         serialize.check_record(b"123", b"123")
+
+
+def test_a_connection_reuses_its_writer_and_its_memos_keep_nothing(monkeypatch):
+    connection = Connection(MemoryStorage())
+    root = connection.get_root()
+    root["plain"] = PersistentList(["text", 1.5])
+    root["holder"] = PersistentList([Blob()])
+    connection.commit()
+    writer = connection._writer
+    assert writer is not None
+    # Nothing of the commit stays referenced from the picklers' memos.
+    assert writer._plain.pickler.memo.copy() == {}
+    assert writer._hooked.pickler.memo.copy() == {}
+    assert writer.refs == set() and writer.objects_found == [] and writer.assigned == []
+    root["more"] = PersistentList([2])
+    connection.commit()
+    assert connection._writer is writer
+    # A changed setting gets a writer made under it.
+    monkeypatch.setattr(serialize, "STATE_PICKLE_PROTOCOL", 2)
+    root["durus43"] = PersistentList([3])
+    connection.commit()
+    assert connection._writer is not writer
+    assert Connection(connection.get_storage()).get_root()["durus43"] == PersistentList([3])

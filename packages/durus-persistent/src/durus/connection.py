@@ -337,6 +337,8 @@ class Connection(ConnectionBase):
         self._recent = self.cache.recent_objects.map
         # Objects switched to a hot variant in this transaction.
         self._hot: list[Any] = []
+        # The commit's serializer, kept from one commit to the next.
+        self._writer: ObjectWriter | None = None
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class or PersistentDict)
@@ -537,7 +539,10 @@ class Connection(ConnectionBase):
         changed = self.changed
         new_objects: dict[bytes, Any] = {}
         stored: list[Any] = []
-        writer = ObjectWriter(self)
+        writer = self._writer
+        if writer is None or not writer.suits_settings():
+            writer = ObjectWriter(self)
+        self._writer = None  # in use; a commit from inside a commit gets its own
         get_state = writer.get_state
         store = storage.store
         try:
@@ -561,7 +566,8 @@ class Connection(ConnectionBase):
             self._undo_failed_commit(new_objects, writer)
             raise
         finally:
-            writer.close()
+            writer.reset()
+            self._writer = writer
         self.changed.clear()
 
     def _undo_failed_commit(self, new_objects: dict[bytes, Any], writer: ObjectWriter) -> None:
