@@ -726,12 +726,13 @@ def _single_sqlite_file(path: str) -> None:
 
 
 def _empty_postgres(url: str) -> str | None:
-    """Remove every row of ``objects`` (a partial copy); None, or why it failed."""
+    """Remove every object (a partial copy); None, or why it failed."""
     try:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as db:
-            db.execute("DELETE FROM objects")
+        storage = _open_url(url)
+        try:
+            storage.remove_every_object()
+        finally:
+            storage.close()
     except Exception as error:
         return (str(error).strip() or type(error).__name__).splitlines()[0]
     return None
@@ -765,9 +766,8 @@ def _convert_into_database(url: str, scan: ScanResult, progress: bool | None) ->
             note = f"the partial copy was removed: {name} holds no objects again"
         else:
             note = (f"{name} holds a partial copy that could not be removed ({failure}): "
-                    "empty it with `DELETE FROM objects` (or drop the tables objects and "
-                    "durus_state and the sequence durus_oid_seq) before converting into it "
-                    "again")
+                    "remove it (durus.pg_storage.PostgresStorage(url).remove_every_object(), "
+                    "or `DELETE FROM objects`) before converting into it again")
         if isinstance(error, (CliError, DurusError)):
             raise CliError(f"{error}; {note}") from None
         sys.stderr.write(f"durus: {note}\n")

@@ -464,6 +464,22 @@ class SqlStorage(Storage):
         self._oid_pool.clear()
         return count
 
+    def remove_every_object(self) -> None:
+        """Delete every object: the database holds no Durus objects again.
+
+        For ``durus convert`` when the check of a finished copy fails: the
+        copy must not stay behind looking like a database.  The oid counter
+        is kept (oids are never reissued).
+        """
+        self._check_writable("remove objects")
+        try:
+            self._begin_write()
+            self._execute("DELETE FROM objects")
+            self._execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
     # -- pack --------------------------------------------------------------------
 
     def get_packer(
