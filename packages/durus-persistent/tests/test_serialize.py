@@ -5,6 +5,8 @@ from __future__ import annotations
 import zlib
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import durus.serialize as serialize
 from durus.connection import Connection
@@ -403,3 +405,47 @@ def test_a_connection_reuses_its_writer_and_its_memos_keep_nothing(monkeypatch):
     connection.commit()
     assert connection._writer is not writer
     assert Connection(connection.get_storage()).get_root()["durus43"] == PersistentList([3])
+
+
+def _values(references: list[Blob]) -> st.SearchStrategy:
+    """Nested plain containers with, sometimes, persistent objects in them."""
+    leaves = st.one_of(
+        st.integers(), st.floats(allow_nan=False), st.text(max_size=12),
+        st.binary(max_size=12), st.booleans(), st.none(), st.sampled_from(references),
+    )
+    return st.recursive(
+        leaves,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4),
+            st.tuples(children, children),
+            st.dictionaries(st.text(max_size=4), children, max_size=4),
+            st.frozensets(st.integers(), max_size=4),
+        ),
+        max_leaves=25,
+    )
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_records_are_the_hooked_picklers_whatever_came_before(data):
+    # The writer may take the plain pickler, stop it, remember the class, go
+    # back: a sequence of states must give exactly the bytes and refs of the
+    # hooked pickler alone, state after state, on one reused writer.
+    connection = Connection(MemoryStorage())
+    pool = [Blob() for _ in range(3)]
+    connection.get_root()["pool"] = pool
+    connection.commit()
+    writer = serialize.ObjectWriter(connection)
+    reference = serialize.ObjectWriter(connection)
+    for value in data.draw(st.lists(_values(pool), min_size=1, max_size=6)):
+        blob = Blob()
+        blob.value = value
+        blob._p_oid = int8_to_str(99)
+        got = writer.get_state(blob)
+        reference.refs.clear()
+        expected = reference._hooked.dump({"value": value})
+        expected_refs = b"".join(sorted(reference.refs))
+        assert got == (serialize._class_pickle(Blob) + serialize._squeezed(expected),
+                       expected_refs)
+        writer.reset()
