@@ -47,6 +47,8 @@ class MiniServer:
         self.stall_after: bytes | None = None  # stop answering after this command
         self.close_after: bytes | None = None  # close the connection after this command
         self.stopped = threading.Event()
+        self.connections: list[socket.socket] = []
+        self.workers: list[threading.Thread] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -60,7 +62,10 @@ class MiniServer:
                 conn, _addr = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+            self.connections.append(conn)
+            worker = threading.Thread(target=self._serve_one, args=(conn,), daemon=True)
+            self.workers.append(worker)
+            worker.start()
 
     def _serve_one(self, conn: socket.socket) -> None:
         with conn:
@@ -132,8 +137,23 @@ class MiniServer:
         return b"O" + _int4.pack(len(record)) + record
 
     def close(self) -> None:
+        """Stop every thread of this server: none may outlive its test.
+
+        Closing a socket does not wake a thread blocked in ``accept`` or
+        ``recv`` on it; shutting it down does.  (Threads left behind made
+        later tests that fork warn about forking a multi-threaded process.)
+        """
         self.stopped.set()
+        for sock in (self.sock, *self.connections):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.sock.close()
+        self.thread.join(10)
+        for worker in self.workers:
+            worker.join(10)
+        assert not self.thread.is_alive(), "the mini server's accept loop did not stop"
 
 
 @pytest.fixture
