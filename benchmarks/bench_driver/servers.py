@@ -57,7 +57,7 @@ def child_outcome(
         return json.load(f)
 
 
-def _wait_until_listening(proc: subprocess.Popen, port: int, out_path: str, log_path: str) -> None:
+def wait_until_listening(proc: subprocess.Popen, port: int, out_path: str, log_path: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -84,7 +84,7 @@ def running_server(system: str, path: str, fsync: bool | None, workdir: str) -> 
             driver_command("serve", *args), stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        _wait_until_listening(proc, port, out_path, log_path)
+        wait_until_listening(proc, port, out_path, log_path)
         yield port
     finally:
         stop(proc)

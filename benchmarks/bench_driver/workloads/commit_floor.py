@@ -20,12 +20,11 @@ import time
 from typing import Any
 
 from ..adapters.base import Adapter
-from ..common import percentile
 from ..protocol import ok
-from ..servers import HOST, child_outcome, driver_command, free_port, stop
+from ..servers import HOST, driver_command, free_port, stop, wait_until_listening
+from .server_commits import READY, run_clients
 
 REQUEST = b"x" * 100
-READY = "BENCH-READY"
 
 
 def serve(port: int, path: str) -> None:
@@ -75,64 +74,21 @@ def client(port: int, commits: int) -> dict[str, Any]:
     return {"status": "ok", "start": start, "end": end, "latencies": latencies}
 
 
-def _wait_listening(port: int, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the floor server exited with status {server.returncode}")
-        try:
-            with socket.create_connection((HOST, port), timeout=1.0):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("the floor server did not listen in time")
-
-
 def run(adapter: Adapter, params: dict[str, Any], scratch: str) -> dict[str, Any]:
-    clients, commits = params["clients"], params["commits"]
     port = free_port()
-    system = ["--system", adapter.system]
-    server_log = open(os.path.join(scratch, "floor-server.log"), "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        driver_command("floor-serve", *system, "--port", str(port),
-                       "--path", os.path.join(scratch, "floor.log"),
-                       "--out", os.path.join(scratch, "floor-server.json")),
-        stdout=server_log, stderr=subprocess.STDOUT,
-    )
-    started = []
+    out_path = os.path.join(scratch, "floor-server.json")
+    log_path = os.path.join(scratch, "floor-server.log")
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            driver_command("floor-serve", "--system", adapter.system, "--port", str(port),
+                           "--path", os.path.join(scratch, "floor.log"), "--out", out_path),
+            stdout=log, stderr=subprocess.STDOUT,
+        )
     try:
-        _wait_listening(port, server)
-        for slot in range(clients):
-            out = os.path.join(scratch, f"floor-client-{slot}.json")
-            proc = subprocess.Popen(
-                driver_command("floor-client", *system, "--port", str(port),
-                               "--commits", str(commits), "--out", out),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )
-            started.append((proc, out))
-        for proc, _ in started:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                if line.strip() == READY:
-                    break
-        for proc, _ in started:
-            proc.stdin.write("go\n")  # type: ignore[union-attr]
-            proc.stdin.close()  # type: ignore[union-attr]
-        results = []
-        for proc, out in started:
-            proc.wait(timeout=600)
-            results.append(child_outcome(proc, out, "a floor client"))
+        wait_until_listening(server, port, out_path, log_path)
+        figures = run_clients(adapter.system, ["--port", str(port)], params["clients"],
+                              params["commits"], scratch, action="floor-client")
     finally:
-        for proc, _ in started:
-            stop(proc)
         stop(server)
-        server_log.close()
-    latencies = [x for r in results for x in r["latencies"]]
-    span = max(r["end"] for r in results) - min(r["start"] for r in results)
-    return ok(
-        {
-            "commits_per_s": len(latencies) / span,
-            "p50_s": percentile(latencies, 0.5),
-            "p99_s": percentile(latencies, 0.99),
-        },
-        {"durability": "fdatasync once per batch of requests", "span_s": span},
-    )
+    span = figures.pop("span_s")
+    return ok(figures, {"durability": "fdatasync once per batch of requests", "span_s": span})

@@ -39,7 +39,9 @@ def fill_slots(adapter: Adapter, session: Session, clients: int) -> None:
     session.commit()
 
 
-def _start_client(system: str, target: list[str], slot: int, commits: int, scratch: str) -> tuple:
+def _start_client(
+    system: str, target: list[str], slot: int, commits: int, scratch: str, action: str
+) -> tuple:
     """Start one client process; it says READY on stdout and waits for a line on stdin."""
     out_path = os.path.join(scratch, f"client-{slot}.json")
     args = ["--system", system, *target, "--slot", str(slot)]
@@ -47,7 +49,7 @@ def _start_client(system: str, target: list[str], slot: int, commits: int, scrat
     log_path = os.path.join(scratch, f"client-{slot}.log")
     log = open(log_path, "wb")  # noqa: SIM115 -- closed by run() once the client is done
     proc = subprocess.Popen(
-        driver_command("client-commits", *args),
+        driver_command(action, *args),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=log,
@@ -64,13 +66,19 @@ def _wait_ready(proc: subprocess.Popen) -> None:
 
 
 def run_clients(
-    system: str, target: list[str], clients: int, commits: int, scratch: str
+    system: str, target: list[str], clients: int, commits: int, scratch: str,
+    action: str = "client-commits",
 ) -> dict[str, Any]:
     """Start the clients (``target``: ``--port P`` or ``--dsn D``), let them go together,
-    and return the figures: commits/s over the whole span, latency p50 and p99."""
+    and return the figures: commits/s over the whole span, latency p50 and p99.
+
+    ``action``: the driver action each client runs (``floor-client`` for commit_floor)."""
     started = []
     try:
-        started = [_start_client(system, target, slot, commits, scratch) for slot in range(clients)]
+        started = [
+            _start_client(system, target, slot, commits, scratch, action)
+            for slot in range(clients)
+        ]
         for proc, *_ in started:
             _wait_ready(proc)
         for proc, *_ in started:
