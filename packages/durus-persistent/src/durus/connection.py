@@ -35,7 +35,7 @@ from durus.persistent import (
     _make_family,
     _mark_clean_class,
     _set_class,
-    _set_status,
+    _set_status_slot,
     mark_stored,
     new_ghost,
     real_class,
@@ -449,7 +449,7 @@ class Connection(ConnectionBase):
         cls = type(obj)
         cls.__setstate__(obj, state)
         if cls._p_set_status_saved is _default_set_status_saved:
-            _set_status(obj, SAVED)
+            _set_status_slot(obj, SAVED)
             family = _families.get(cls)
             if family is not None and cls is not family[0]:
                 _mark_clean_class(obj)

@@ -404,7 +404,6 @@ class PersistentObject(PersistentBase):
 
 _default_set_status_saved = PersistentObject._p_set_status_saved
 _default_load_state = PersistentObject._p_load_state
-_set_status = _set_status_slot
 
 
 def mark_stored(objects: list[Any]) -> None:
@@ -422,7 +421,7 @@ def mark_stored(objects: list[Any]) -> None:
         if family is None or cls._p_set_status_saved is not _default_set_status_saved:
             obj._p_set_status_saved()
             continue
-        _set_status(obj, SAVED)
+        _set_status_slot(obj, SAVED)
         if cls is family[_COLD_DIRTY]:
             _set_class(obj, family[_COLD])
 
