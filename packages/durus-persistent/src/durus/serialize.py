@@ -369,10 +369,6 @@ class _Source:
         self.data = b""
         self.position = 0
 
-    def set(self, data: bytes, position: int = 0) -> None:
-        self.data = data
-        self.position = position
-
     def peek(self, n: int = 0) -> bytes:
         return self.data[self.position :]
 
