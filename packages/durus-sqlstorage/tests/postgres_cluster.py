@@ -68,45 +68,6 @@ _BASE_SETTINGS: dict[str, str] = {
 
 _HBA_REPLICATION = "host replication all 127.0.0.1/32 trust"
 
-# The watchdog: blocks on its stdin; a byte means "all is well, exit", end-of-file without a
-# byte means the owning process died, so it shuts the postmaster down (and removes the folder
-# the owner would have removed).
-_WATCHDOG = r"""
-import os, shutil, signal, sys, time
-pid = int(sys.argv[1])
-remove = sys.argv[2:]
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-if sys.stdin.buffer.read(1):
-    sys.exit(0)
-def alive():
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return not os.path.isdir("/proc")
-for sig, wait in ((signal.SIGQUIT, 15.0), (signal.SIGKILL, 10.0)):
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        break
-    end = time.monotonic() + wait
-    while alive() and time.monotonic() < end:
-        time.sleep(0.05)
-    if not alive():
-        break
-time.sleep(0.5)
-for path in remove:
-    shutil.rmtree(path, ignore_errors=True)
-"""
-
-
 class PostgresError(RuntimeError):
     """A PostgreSQL program failed or the server did not come up; the message says why."""
 
@@ -617,7 +578,8 @@ class PostgresCluster:
         if self._own_socket_dir:
             remove.append(self.socket_dir)
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(self._proc.pid), *remove],
+            [sys.executable, os.path.abspath(__file__), "--watchdog", str(self._proc.pid),
+             *remove],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -903,3 +865,32 @@ def cluster_for_tests(skip: Callable[[str], Any], fail: Callable[[str], Any]) ->
     cluster = PostgresCluster(bin_dir=bin_dir)
     cluster.start()
     return cluster
+
+
+def _watch(pid: int, remove: Sequence[str]) -> None:
+    """The watchdog of postmaster ``pid``, run in its own process (``--watchdog``).
+
+    It blocks on its stdin: a byte means all is well, exit; end-of-file without a byte
+    means the owning process died, so it shuts the postmaster down (SIGQUIT, then
+    SIGKILL) and removes the folders the owner would have removed.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.stdin.buffer.read(1):
+        return
+    for sig, wait in ((signal.SIGQUIT, 15.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            break
+        end = time.monotonic() + wait
+        while _pid_alive(pid) and time.monotonic() < end:
+            time.sleep(0.05)
+        if not _pid_alive(pid):
+            break
+    time.sleep(0.5)
+    for path in remove:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--watchdog"]:
+    _watch(int(sys.argv[2]), sys.argv[3:])

@@ -10,6 +10,7 @@ import os
 import pathlib
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -159,6 +160,36 @@ def test_context_manager_cleans_up() -> None:
     assert not cluster.running
     assert not accepts_tcp(port)
     assert not os.path.exists(cluster.base_dir)
+
+
+def test_the_watchdog_stops_the_server_of_an_owner_killed_by_sigkill() -> None:
+    # The owner never runs its atexit hook: its watchdog process must shut the
+    # postmaster down and remove the cluster's folder.
+    if find_postgres_bin() is None:
+        pytest.skip("no PostgreSQL server binaries")
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})\n"
+        "from postgres_cluster import PostgresCluster\n"
+        "cluster = PostgresCluster()\n"
+        "cluster.start()\n"
+        "print(cluster.port, cluster.base_dir, flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        port_text, base_dir = owner.stdout.readline().split()  # type: ignore[union-attr]
+        port = int(port_text)
+        assert accepts_tcp(port)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 60
+    while (accepts_tcp(port) or os.path.exists(base_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not accepts_tcp(port)
+    assert not os.path.exists(base_dir)
 
 
 def test_a_server_that_cannot_start_reports_its_log() -> None:
