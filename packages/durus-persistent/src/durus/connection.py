@@ -444,7 +444,8 @@ class Connection(ConnectionBase):
             # The object was removed (packed away) after this ghost was made.
             raise ReadConflictError([oid]) from None
         data_end = 12 + _record_data_length(record, 8)[0]
-        # An empty refs trailer: the state holds no persistent reference.
+        # An empty refs trailer is a hint for the reader, which checks the
+        # state's bytes before it skips the persistent-load hook.
         state = self.reader.get_state(record[12:data_end], references=len(record) > data_end)
         cls = type(obj)
         cls.__setstate__(obj, state)

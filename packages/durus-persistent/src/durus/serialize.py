@@ -9,10 +9,11 @@ trusts ``refs`` alone, so it must be complete.
 
 from __future__ import annotations
 
+import pickle
 import struct
 from collections.abc import Callable, Iterator
 from io import BytesIO
-from pickle import Pickler, Unpickler, dumps, loads
+from pickle import Pickler, Unpickler, UnpicklingError, dumps, loads
 from typing import TYPE_CHECKING, Any
 from zlib import compress, decompress
 from zlib import error as zlib_error
@@ -64,6 +65,10 @@ _COMPRESSED = bytes([COMPRESSED_START_BYTE])
 #: How state pickles that number their own memo start (PROTO 3, 4, 5): ours.
 #: Durus 4.3's protocol-2 states may use the class pickle's memo.
 _OWN_MEMO_PROTOCOLS = (b"\x80\x03", b"\x80\x04", b"\x80\x05")
+#: The two opcodes that call ``persistent_load``; a state pickle without
+#: either byte anywhere cannot refer to a persistent object.
+_PERSID = pickle.PERSID
+_BINPERSID = pickle.BINPERSID
 
 _int4 = struct.Struct(">I")
 _LARGE_RECORD = 16384
@@ -473,10 +478,16 @@ class ObjectReader:
     def get_state(self, data: bytes, load: bool = True, references: bool = True) -> Any:
         """The state object of ``data`` (or its raw pickle when not ``load``).
 
-        ``references=False`` promises that the state refers to no persistent
-        object (its record's refs trailer is empty): a state pickle of
-        protocol 3 or more, which has a memo of its own, is then read by
-        ``pickle.loads`` instead of the hooked unpickler.
+        ``references=False`` says the record's refs trailer is empty.  That is
+        only a hint: the trailer leaves out the object's own oid (Durus 4.3
+        does the same), so a state may still refer to its own object.  The
+        state pickle is read by ``pickle.loads`` instead of the hooked
+        unpickler only when its bytes prove it needs no hook: it numbers its
+        own memo (protocol 3 or more) and holds no ``PERSID``/``BINPERSID``
+        opcode byte at all (a byte scan; a ``P`` or ``Q`` inside string data
+        merely sends the state down the general path).  A state that reaches
+        into the class pickle's memo fails in ``loads`` and is read again by
+        the general path.
         """
         if not load:
             return self.get_state_pickle(data)
@@ -488,8 +499,16 @@ class ObjectReader:
             state = data
         else:
             memo, state, start = self._split(data)
-        if not references and state[start : start + 2] in _OWN_MEMO_PROTOCOLS:
-            return loads(state[start:])
+        if (
+            not references
+            and state[start : start + 2] in _OWN_MEMO_PROTOCOLS
+            and state.find(_BINPERSID, start) < 0
+            and state.find(_PERSID, start) < 0
+        ):
+            try:
+                return loads(state[start:])
+            except UnpicklingError:
+                pass  # a memo reference to the class pickle: the general path below
         if self._busy:
             # Unpickling reached back into the reader (a load from __setstate__
             # or a reduce function): use a private unpickler.
