@@ -525,6 +525,32 @@ def test_update_with_keywords() -> None:
     assert tree.keys() == ["a", "b", "c", "d"]
 
 
+def test_update_takes_any_object_with_items_pairs_mappings_and_keywords() -> None:
+    class OnlyItems:  # no keys(), not iterable: Durus 4.3 takes it (utest_btree)
+        def items(self) -> list[tuple[str, int]]:
+            return [("x", 24), ("y", 25)]
+
+    class OnlyKeys:  # the mapping protocol without items()
+        def keys(self) -> list[str]:
+            return ["k"]
+
+        def __getitem__(self, key: str) -> str:
+            return key * 2
+
+    tree = BTree()
+    tree.update()
+    assert tree.items() == []
+    tree.update(OnlyItems())
+    tree.update(OnlyKeys(), z=26)
+    tree.update([("p", 1)], q=2)
+    tree.update(iter([("r", 3)]))
+    assert dict(tree.items()) == {"x": 24, "y": 25, "k": "kk", "z": 26, "p": 1, "q": 2, "r": 3}
+    with pytest.raises(TypeError):
+        tree.update(1, 2)
+    with pytest.raises(TypeError):
+        tree.update(1)
+
+
 def test_clear_makes_a_new_root_of_the_same_class() -> None:
     tree = filled(BNode4, range(50))
     old_root = tree.root

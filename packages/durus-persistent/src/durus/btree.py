@@ -599,13 +599,18 @@ class BTree(PersistentObject, MutableMapping):
         return item[1]
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        """Like ``dict.update``: at most one mapping or iterable of pairs, plus keywords."""
+        """Like ``dict.update``: at most one argument, plus keywords.
+
+        The argument may be anything with an ``items()`` method (Durus 4.3
+        accepts that much, mappings or not), a mapping with ``keys()`` only,
+        or an iterable of pairs.
+        """
         if len(args) > 1:
             raise TypeError(f"update expected at most 1 argument, got {len(args)}")
         if args:
             other = args[0]
             pairs: Iterable[tuple[Any, Any]]
-            if isinstance(other, BTree):
+            if hasattr(other, "items"):
                 pairs = other.items()
             elif hasattr(other, "keys"):
                 pairs = [(key, other[key]) for key in other.keys()]  # noqa: SIM118

@@ -377,6 +377,9 @@ class PersistentObject(PersistentBase):
         oid = _getattribute(self, "_p_oid")
         if oid is None:
             return "None"
+        if isinstance(oid, str):
+            # An oid set by hand as text: Durus 4.3 reads it as latin-1 bytes.
+            oid = oid.encode("latin1")
         return str(int.from_bytes(oid, "big"))
 
     def _p_set_status_ghost(self) -> None:
