@@ -563,6 +563,7 @@ class Connection(ConnectionBase):
             # New objects ran as hot variants since their birth: the end of the
             # transaction switches them back to their own class with the others.
             self._hot.extend(new_objects.values())
+            self._hold_new_objects(new_objects)
         except BaseException:
             self._undo_failed_commit(new_objects, writer)
             raise
@@ -570,6 +571,21 @@ class Connection(ConnectionBase):
             writer.reset()
             self._writer = writer
         self.changed.clear()
+
+    def _hold_new_objects(self, new_objects: dict[bytes, Any]) -> None:
+        """Count the commit's new objects as used in this transaction.
+
+        Serializing them is their first use, as in Durus 4.3: the cache holds
+        them strongly like every object a transaction used, until a shrink
+        ghosts them.  Otherwise an object only its (later invalidated) parent
+        held would vanish from the cache, and ``get(oid)`` could no longer
+        return its ghost once another client packed it away (spec 1.5).
+        """
+        serial = self.transaction_serial
+        recent = self._recent
+        for obj in new_objects.values():
+            _set_serial(obj, serial)
+            recent[id(obj)] = obj
 
     def _undo_failed_commit(self, new_objects: dict[bytes, Any], writer: ObjectWriter) -> None:
         """Leave things as before the commit: changes pending, new objects unattached."""
