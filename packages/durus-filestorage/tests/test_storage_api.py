@@ -84,6 +84,32 @@ def test_round_trip_many_objects(tmp_path):
         storage.close()
 
 
+def test_objects_referring_to_themselves_read_back_after_reopen_and_pack(tmp_path):
+    # Their refs trailer leaves out their own oid, so it is empty although
+    # their state refers to a persistent object (issue 12's unreadable files).
+    path = str(tmp_path / "self.durus")
+    connection = Connection(FileStorage(path))
+    root = connection.get_root()
+    mapping = PersistentDict()
+    mapping["me"] = mapping
+    thing = Thing([None])
+    thing.n[0] = thing
+    root.update(mapping=mapping, thing=thing)
+    connection.commit()
+    assert unpack_record(connection.storage.load(mapping._p_oid))[2] == b""
+    connection.storage.close()
+    for step in ("reopen", "pack"):
+        connection = Connection(FileStorage(path))
+        if step == "pack":
+            connection.pack()
+            connection.storage.close()
+            connection = Connection(FileStorage(path))
+        root = connection.get_root()
+        assert root["mapping"]["me"] is root["mapping"]
+        assert root["thing"].n == [root["thing"]]
+        connection.storage.close()
+
+
 def test_load_errors(tmp_path):
     storage = FileStorage(str(tmp_path / "e.durus"))
     with pytest.raises(DurusKeyError):
