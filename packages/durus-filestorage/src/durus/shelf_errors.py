@@ -59,12 +59,13 @@ class DamagedFileError(FileFormatError, ShortRead):
 class FileLockedError(FileStorageError, BlockingIOError):
     """Another writer (in this process or another) holds the file's lock."""
 
-    def __init__(self, filename: str) -> None:
-        message = (
-            f"{filename!r} is already open for writing by another FileStorage "
-            "(in this process or another one); only one writer at a time: close it, "
-            "or open this one with readonly=True"
-        )
+    def __init__(self, filename: str, message: str | None = None) -> None:
+        if message is None:
+            message = (
+                f"{filename!r} is already open for writing by another FileStorage "
+                "(in this process or another one); only one writer at a time: close it, "
+                "or open this one with readonly=True"
+            )
         super().__init__(errno.EAGAIN, message, filename)
 
     def __str__(self) -> str:
