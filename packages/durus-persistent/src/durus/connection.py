@@ -582,7 +582,7 @@ class Connection(ConnectionBase):
         away (spec 1.5).  One C-level update: this runs for every new object.
         """
         objects = new_objects.values()
-        self._recent.update(zip(map(id, objects), objects))
+        self._recent.update(zip(map(id, objects), objects, strict=True))
 
     def _undo_failed_commit(self, new_objects: dict[bytes, Any], writer: ObjectWriter) -> None:
         """Leave things as before the commit: changes pending, new objects unattached."""
