@@ -62,13 +62,16 @@ __all__ = [
     "NODE_CLASSES",
     "OBJECT_KINDS",
     "SLOT_NAMES",
+    "Describer",
     "GraphAttrs",
     "GraphPlain",
     "GraphSlots",
+    "apply_op",
     "build",
     "describe",
     "expected",
     "main",
+    "make_objects",
     "make_value",
     "mutate",
     "objects_of",
@@ -162,8 +165,9 @@ def _fill(obj, spec, objects):
             obj.add(make_value(key, objects))
 
 
-def _make_objects(specs, existing=()):
-    """New objects for ``specs`` (filled), refs numbered after ``existing``."""
+def make_objects(specs, existing=()):
+    """``existing`` followed by new objects made for ``specs`` (OBJECTs whose refs number
+    ``existing`` then the new objects), filled."""
     new = [_new_object(spec) for spec in specs]
     objects = list(existing) + new
     for obj, spec in zip(new, specs, strict=True):
@@ -173,30 +177,35 @@ def _make_objects(specs, existing=()):
 
 def build(root, spec):
     """Hang the graph of ``spec`` at ``root["graph"]`` (no commit)."""
-    objects = _make_objects(spec["objects"])
+    objects = make_objects(spec["objects"])
     root["graph"] = make_value(spec["graph"], objects)
 
 
 def mutate(root, change):
     """Apply a change (see the module docstring) to the graph at ``root["graph"]`` (no commit)."""
-    objects = _make_objects(change.get("objects", ()), objects_of(root))
+    objects = make_objects(change.get("objects", ()), objects_of(root))
     for op in change["ops"]:
-        if op[0] == "graph":
-            root["graph"] = make_value(op[1], objects)
-            continue
-        target = objects[op[1]]
-        if op[0] == "set":
-            _set(target, make_value(op[2], objects), make_value(op[3], objects))
-        elif op[0] == "del":
-            _delete(target, make_value(op[2], objects))
-        elif op[0] == "add":
-            value = make_value(op[2], objects)
-            if isinstance(target, PersistentList):
-                target.append(value)
-            elif isinstance(target, PersistentSet) and _hashable(value):
-                target.add(value)
-        else:
-            raise ValueError(f"unknown op {op[0]!r}")
+        apply_op(root, objects, op)
+
+
+def apply_op(root, objects, op):
+    """Apply one OP of a change; its refs and object numbers index ``objects``."""
+    if op[0] == "graph":
+        root["graph"] = make_value(op[1], objects)
+        return
+    target = objects[op[1]]
+    if op[0] == "set":
+        _set(target, make_value(op[2], objects), make_value(op[3], objects))
+    elif op[0] == "del":
+        _delete(target, make_value(op[2], objects))
+    elif op[0] == "add":
+        value = make_value(op[2], objects)
+        if isinstance(target, PersistentList):
+            target.append(value)
+        elif isinstance(target, PersistentSet) and _hashable(value):
+            target.add(value)
+    else:
+        raise ValueError(f"unknown op {op[0]!r}")
 
 
 def _hashable(value):
@@ -267,18 +276,28 @@ def _class_name(obj):
     return cls.__module__ + "." + cls.__qualname__
 
 
-class _Describer:
+class Describer:
+    """Describes values, numbering persistent objects as it finds them (``objects``).
+
+    A model of a graph (the stateful tests) subclasses it: ``identity(x)`` says what is a
+    reference (a hashable identity, else None) and ``persistent(obj)`` describes one.
+    """
+
     def __init__(self):
         self.numbers = {}
         self.objects = []
 
+    def identity(self, x):
+        return id(x) if isinstance(x, PersistentObject) else None
+
     def value(self, x):
         if x is None or isinstance(x, (bool, int, str)):
             return x
-        if isinstance(x, PersistentObject):
-            number = self.numbers.get(id(x))
+        identity = self.identity(x)
+        if identity is not None:
+            number = self.numbers.get(identity)
             if number is None:
-                number = self.numbers[id(x)] = len(self.objects)
+                number = self.numbers[identity] = len(self.objects)
                 self.objects.append(x)
             return ["ref", number]
         if isinstance(x, float):
@@ -327,24 +346,25 @@ class _Describer:
         return result
 
 
-def _walk(root):
-    describer = _Describer()
-    graph = describer.value(root["graph"])
-    described = []
-    while len(described) < len(describer.objects):  # the list grows as objects are found
-        described.append(describer.persistent(describer.objects[len(described)]))
-    return describer, graph, described
+    def describe(self, graph):
+        """``{"graph": ..., "objects": [...]}`` for the value ``graph``."""
+        graph = self.value(graph)
+        described = []
+        while len(described) < len(self.objects):  # the list grows as objects are found
+            described.append(self.persistent(self.objects[len(described)]))
+        return {"graph": graph, "objects": described}
 
 
 def describe(root):
     """The canonical JSON-able description of the graph at ``root["graph"]``."""
-    _describer, graph, objects = _walk(root)
-    return {"graph": graph, "objects": objects}
+    return Describer().describe(root["graph"])
 
 
 def objects_of(root):
     """The persistent objects of the graph at ``root["graph"]``, in discovery order."""
-    return _walk(root)[0].objects
+    describer = Describer()
+    describer.describe(root["graph"])
+    return describer.objects
 
 
 def expected(spec, changes=()):
