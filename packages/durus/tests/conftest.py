@@ -179,10 +179,10 @@ class Kind:
             return (lambda: PostgresStorage(dsn)), (lambda: PostgresStorage(dsn))
         from durus.client_storage import ClientStorage
 
-        address = self.address
-        return (lambda: ClientStorage(address=address, timeout=30)), (
-            lambda: ClientStorage(address=address, timeout=30)
-        )
+        def client() -> Any:
+            return ClientStorage(address=self.address, timeout=30)  # restart may move it
+
+        return client, client
 
     # -- servers ------------------------------------------------------------------------
 
