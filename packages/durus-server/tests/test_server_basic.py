@@ -9,6 +9,7 @@ import socket
 import pytest
 
 from durus.client_storage import ClientStorage, RequestRefusedError
+from durus.error import ReadConflictError
 from durus.persistent_dict import PersistentDict
 from durus.persistent_list import PersistentList
 from durus.storage_server import (
@@ -78,7 +79,8 @@ def test_commit_and_read_back_over_tcp(start_server):
     assert list(other.get_root()["list"]) == list(range(10))
     assert other.get_root()["dict"]["a"] == 1
     stats = other.storage.get_server_stats()
-    assert stats["commits"] == 2 and stats["clients"] == 2
+    # The server wrote the root itself at start: one client commit.
+    assert stats["commits"] == 1 and stats["clients"] == 2
     connection.storage.close()
     other.storage.close()
 
@@ -169,7 +171,7 @@ def test_dot_is_a_silent_goodbye(start_server, raw_session):
 
 
 def test_pack_on_an_empty_database_is_refused(start_server, raw_session, recv_exact):
-    server = start_server()
+    server = start_server(create_root=False)  # Durus 4.3's rootless new database
     sock = raw_session(server.address, hello=True)
     sock.sendall(b"P")
     assert recv_exact(sock, 1) == b"E"
@@ -202,7 +204,13 @@ def test_pack_removes_garbage_and_keeps_serving(start_server):
         connection.abort()
     assert connection.storage.get_server_stats()["packs"] >= 1
     connection.abort()
-    assert connection.get(garbage_oid) is None
+    # As in Durus 4.3: the connection that made the garbage keeps its ghost,
+    # whose load is a conflict; a fresh connection finds nothing.
+    ghost = connection.get(garbage_oid)
+    assert ghost is not None and ghost._p_is_ghost()
+    with pytest.raises(ReadConflictError):
+        len(ghost)
+    assert server.connection().get(garbage_oid) is None
     root["after"] = 1
     connection.commit()
 
@@ -294,3 +302,73 @@ def test_socket_activation(tmp_path):
             proc.wait(30)
         log.close()
     assert f"Ready on 127.0.0.1:{port}" in (tmp_path / "activated.log").read_text()
+
+
+def test_a_new_database_gets_its_root_before_any_client(start_server):
+    # Two first clients used to race to create the root, and the loser failed
+    # ("the database has no root yet and another client is creating it").
+    server = start_server()
+    storage = server.client()
+    record = storage.load(b"\0" * 8)  # before any Connection: the server wrote it
+    assert record[:8] == b"\0" * 8 and b"PersistentDict" in record
+    storage.close()
+    connections = [server.connection() for _ in range(4)]
+    roots = [connection.get_root() for connection in connections]
+    assert all(type(root) is PersistentDict and len(root) == 0 for root in roots)
+    roots[0]["x"] = 1
+    connections[0].commit()
+    connections[1].abort()
+    assert roots[1]["x"] == 1
+    for connection in connections:
+        connection.storage.close()
+
+
+def test_create_root_false_keeps_a_new_database_rootless(start_server, tmp_path):
+    from durus.error import DurusKeyError
+
+    server = start_server(create_root=False)
+    storage = server.client()
+    with pytest.raises(DurusKeyError):
+        storage.load(b"\0" * 8)
+    assert storage.new_oid() == b"\0" * 8  # Durus 4.3's first oid of a new database
+    storage.close()
+
+
+def test_first_clients_opening_a_new_database_at_once_all_succeed(start_server):
+    import subprocess
+    import sys
+
+    server = start_server()
+    program = (
+        "import sys\n"
+        "from durus.client_storage import ClientStorage\n"
+        "from durus.connection import Connection\n"
+        "from durus.error import ConflictError\n"
+        f"storage = ClientStorage(port={server.port})\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()  # open the database together\n"
+        "connection = Connection(storage)\n"
+        "while True:  # writers of one root conflict: the usual retry\n"
+        "    try:\n"
+        "        connection.get_root()[sys.argv[1]] = 1\n"
+        "        connection.commit()\n"
+        "        break\n"
+        "    except ConflictError:\n"
+        "        connection.abort()\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", program, f"client{i}"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(6)
+    ]
+    for proc in procs:
+        assert proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        proc.stdin.close()
+    outputs = [proc.stdout.read() for proc in procs]
+    for proc in procs:
+        proc.wait(120)
+    assert [proc.returncode for proc in procs] == [0] * 6, outputs
+    check = server.connection()
+    assert sorted(check.get_root()) == [f"client{i}" for i in range(6)]
+    check.storage.close()

@@ -64,6 +64,8 @@ _set_serial = PersistentBase.__dict__["_p_serial"].__set__
 _status_of = PersistentBase.__dict__["_p_status"].__get__
 _oid_of = PersistentBase.__dict__["_p_oid"].__get__
 _record_data_length = struct.Struct(">I").unpack_from
+#: Syncs a load may make before a refusal by the storage is final.
+_LOAD_SYNCS = 20
 
 
 def _as_oid(oid: bytes | int) -> bytes:
@@ -419,13 +421,24 @@ class Connection(ConnectionBase):
         return record[12 : 12 + _record_data_length(record, 8)[0]]
 
     def _stored_record(self, oid: bytes) -> bytes:
-        """``oid``'s record, syncing once on a read conflict."""
+        """``oid``'s record, syncing on a read conflict.
+
+        A storage refuses the load while this connection has invalidations
+        it has not seen.  Each sync raises the conflict if an invalidated
+        object was used in this transaction; otherwise the load is tried
+        again.  Durus 4.3 tried once, so a commit by another client landing
+        between the sync and the second load failed a transaction that had
+        used nothing stale (``Connection()`` on a busy new database, say).
+        """
         if oid in self.invalid_oids:
             raise ReadConflictError([oid])
-        try:
-            record = self.storage.load(oid)
-        except ReadConflictError:
-            self._handle_invalidations(self.storage.sync(), read_oid=oid)
+        for _attempt in range(_LOAD_SYNCS):
+            try:
+                record = self.storage.load(oid)
+                break
+            except ReadConflictError:
+                self._handle_invalidations(self.storage.sync(), read_oid=oid)
+        else:
             record = self.storage.load(oid)
         if record[:8] != oid:
             raise DurusError(f"storage returned the record of oid {record[:8]!r} for {oid!r}")

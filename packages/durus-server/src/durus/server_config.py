@@ -34,6 +34,34 @@ def is_readonly(storage: Storage) -> bool:
     return bool(readonly)
 
 
+def create_root_if_missing(storage: Storage) -> bool:
+    """Write the root object of an empty, writable storage; True if it did.
+
+    Done before the first client connects, so that no client ever finds a
+    database without a root: Durus 4.3's clients race to create it, and the
+    loser of the race fails.  Through a ``Connection``, so the root record is
+    the one every client would have written (a ``PersistentDict`` at oid 0).
+    """
+    if is_readonly(storage):
+        return False
+    try:
+        storage.load(ROOT_OID)
+    except KeyError:
+        pass
+    else:
+        return False
+    from durus.connection import Connection
+    from durus.error import DurusError
+
+    try:
+        Connection(storage)
+    except DurusError as error:  # a direct writer of a shared SQL database won the race
+        logger.info("root not created: %s", error)
+        return False
+    logger.info("Created the root object of the new database")
+    return True
+
+
 def supports_group_commit(storage: Storage) -> bool:
     """Whether ``storage`` can write commits now and make them durable together later."""
     if not callable(getattr(storage, "flush_to_disk", None)):

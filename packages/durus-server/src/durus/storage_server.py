@@ -63,6 +63,7 @@ from durus.server_commit_window import CommitWindow
 from durus.server_commits import CommitCoordination, Transaction
 from durus.server_config import (
     SERVER_VERSION,
+    create_root_if_missing,
     is_readonly,
     logger,
     supports_group_commit,
@@ -193,6 +194,7 @@ class StorageServer(
         prefetch_records: int = 256,
         prefetch_bytes: int = 512 * 1024,
         pack_slice: float = 0.02,
+        create_root: bool = True,
     ) -> None:
         if not isinstance(gcbytes, (int, float)) or gcbytes < 0:
             raise ValueError(f"gcbytes must be a number >= 0, not {gcbytes!r}")
@@ -220,6 +222,7 @@ class StorageServer(
         self.prefetch_records = max(0, int(prefetch_records))
         self.prefetch_bytes = int(prefetch_bytes)
         self.pack_slice = float(pack_slice)
+        self.create_root = create_root
         # Durus 4.3 attributes.
         self.clients: list[ClientSession] = []
         self.sockets: list[socket.socket] = []
@@ -272,6 +275,8 @@ class StorageServer(
         else:
             self.address = InheritedSocket(sock)
         sock.setblocking(False)
+        if self.create_root:
+            create_root_if_missing(self.storage)
         self._listener = sock
         self.sockets = [sock]
         selector = selectors.DefaultSelector()
