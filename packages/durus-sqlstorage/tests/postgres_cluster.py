@@ -5,10 +5,11 @@ initialises a data directory in a fresh temporary folder, runs ``postgres`` on a
 port (its Unix socket in that folder too, so clusters never meet in ``/tmp``), and can stop,
 crash (``kill``), restart and replicate it.
 
-Servers refuse to run as root, so under euid 0 every server-side program runs as the system
-user ``durus-pg`` (created on first need, else ``nobody``).  Nothing outlives the process: an
-``atexit`` hook stops every cluster still running, and each postmaster has a small watchdog
-process that shuts it down if this process dies without running ``atexit`` (SIGKILL, a crash).
+Servers refuse to run as root, so under euid 0 every server-side program runs as the existing
+unprivileged account ``nobody``, in a data directory private to it (the tests never add system
+users).  Nothing outlives the process: an ``atexit`` hook stops every cluster still running, and
+each postmaster has a small watchdog process that shuts it down if this process dies without
+running ``atexit`` (SIGKILL, a crash).
 
 No pytest and no psycopg here: ``benchmarks/`` imports this file by path.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import glob
 import os
 import pwd
@@ -41,8 +41,8 @@ __all__ = ["PostgresCluster", "PostgresError", "cluster_for_tests", "find_postgr
 SUPERUSER = "durus"
 """The database superuser that ``initdb`` creates; every DSN connects as it."""
 
-SERVER_ACCOUNT = "durus-pg"
-"""The OS account that runs server programs when this process is root."""
+SERVER_ACCOUNT = "nobody"
+"""The OS account that runs server programs when this process is root (it must exist)."""
 
 START_TIMEOUT = 30.0
 INITDB_TIMEOUT = 180.0
@@ -137,25 +137,27 @@ _account: tuple[str, int, int] | None = None
 def _server_account() -> tuple[str, int, int] | None:
     """(name, uid, gid) to run server programs as, or None to run them as ourselves.
 
-    Only root needs another account (initdb and postgres refuse euid 0).  ``durus-pg`` is
-    created once with useradd, under a file lock: parallel test sessions (``tox -p``) racing
-    through useradd were seen to end up with a uid that no longer has a name, which initdb
-    rejects.  ``nobody`` is the last resort.
+    Only root needs another account (initdb and postgres refuse euid 0).  It is an
+    unprivileged account that already exists (``nobody``): the tests never add users to the
+    system.  The data directory it runs in is private to it (mode 0700, a fresh temporary
+    folder per cluster).
     """
     global _account
     if os.geteuid() != 0:
         return None
     with _account_lock:
         if _account is None:
-            _account = _lookup_account() or _create_account() or _lookup_account("nobody")
+            _account = _lookup_account(SERVER_ACCOUNT)
         if _account is None:
-            raise PostgresError(f"no {SERVER_ACCOUNT!r} or 'nobody' account to run postgres as")
+            raise PostgresError(
+                f"running as root, and there is no {SERVER_ACCOUNT!r} account to run postgres "
+                "as (PostgreSQL refuses to run as root): run the tests as another user"
+            )
         return _account
 
 
-def _lookup_account(name: str | None = None) -> tuple[str, int, int] | None:
-    """The account ``name`` (default ``SERVER_ACCOUNT``) if it exists and maps back to it."""
-    name = name or SERVER_ACCOUNT
+def _lookup_account(name: str) -> tuple[str, int, int] | None:
+    """The account ``name`` if it exists and its uid maps back to it."""
     try:
         entry = pwd.getpwnam(name)
         if pwd.getpwuid(entry.pw_uid).pw_name != name:
@@ -163,31 +165,6 @@ def _lookup_account(name: str | None = None) -> tuple[str, int, int] | None:
     except KeyError:
         return None
     return (entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-
-def _create_account() -> tuple[str, int, int] | None:
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    if not os.access(useradd, os.X_OK):
-        return None
-    with open("/tmp/durus-pg-useradd.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            for _ in range(3):
-                found = _lookup_account()
-                if found is not None:
-                    return found
-                with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    subprocess.run(
-                        [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                         "--shell", "/usr/sbin/nologin", SERVER_ACCOUNT],
-                        stdin=subprocess.DEVNULL,
-                        capture_output=True,
-                        timeout=30,
-                        check=False,
-                    )
-            return _lookup_account()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check_reachable(path: str, uid: int, gid: int) -> None:

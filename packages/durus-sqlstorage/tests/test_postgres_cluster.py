@@ -210,3 +210,22 @@ def test_a_wrong_durus_pg_bin_is_not_silently_replaced(
 ) -> None:
     monkeypatch.setenv("DURUS_PG_BIN", str(tmp_path))
     assert find_postgres_bin() is None
+
+
+def test_as_root_the_server_runs_as_an_existing_account_in_a_private_folder() -> None:
+    # PostgreSQL refuses to run as root; the helper used to add a system user
+    # (durus-pg) to /etc/passwd for it.  It must never change the system.
+    if os.geteuid() != 0:
+        pytest.skip("only root needs another account for the server")
+    if find_postgres_bin() is None:
+        pytest.skip("no PostgreSQL server binaries")
+    import pwd
+
+    passwd_before = pathlib.Path("/etc/passwd").read_bytes()
+    with PostgresCluster() as cluster:
+        assert psql(cluster, cluster.dsn(), "select 3") == "3"
+        assert os.stat(f"/proc/{cluster.pid}").st_uid == pwd.getpwnam("nobody").pw_uid
+        data = os.stat(cluster.data_dir)
+        assert data.st_uid == pwd.getpwnam("nobody").pw_uid
+        assert data.st_mode & 0o077 == 0  # private to the server's account
+    assert pathlib.Path("/etc/passwd").read_bytes() == passwd_before
