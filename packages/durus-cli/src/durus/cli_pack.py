@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from durus.cli_common import (
     CliError,
@@ -20,7 +21,21 @@ from durus.cli_common import (
 )
 from durus.cli_progress import Progress, add_progress_options
 
-__all__ = ["pack_file", "pack_main", "pack_server", "pack_storage_main"]
+__all__ = ["PackedFile", "pack_file", "pack_main", "pack_server", "pack_storage_main"]
+
+_BACKUPS = (
+    "The file as it was before the pack is kept as FILE.prepack; an earlier FILE.prepack "
+    "is kept too, as FILE.prepack.N (N one more than the largest: FILE.prepack.1 is the "
+    "oldest). Delete the backups you no longer need."
+)
+
+
+def _add_replace_backup(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--replace-backup", action="store_true",
+        help="replace an earlier FILE.prepack instead of keeping it as FILE.prepack.N "
+        "(Durus 4.3's behaviour, which a server packing by itself keeps)",
+    )
 
 
 def build_parser(prog: str = "durus -p") -> argparse.ArgumentParser:
@@ -28,7 +43,7 @@ def build_parser(prog: str = "durus -p") -> argparse.ArgumentParser:
         prog=prog,
         description="Pack a Durus database: a file directly (--file), or the database of "
         "a running server (the default). Packing removes the objects no longer "
-        "reachable from the root; the previous file is kept as FILE.prepack.",
+        "reachable from the root. " + _BACKUPS + " A server keeps only one FILE.prepack.",
     )
     parser.add_argument(
         "--file", default=None, metavar="FILE",
@@ -40,6 +55,7 @@ def build_parser(prog: str = "durus -p") -> argparse.ArgumentParser:
         "--wait", default=0, type=non_negative_int, metavar="SECONDS",
         help="wait up to SECONDS for the server to start listening (default: 0)",
     )
+    _add_replace_backup(parser)
     add_progress_options(parser)
     return parser
 
@@ -48,17 +64,33 @@ def build_file_parser(prog: str = "durus pack") -> argparse.ArgumentParser:
     parser = CommandParser(
         prog=prog,
         description="Pack a database file in this process (the same as durus -p --file "
-        "FILE): remove the objects no longer reachable from the root. The previous "
-        "file is kept as FILE.prepack.",
+        "FILE): remove the objects no longer reachable from the root. " + _BACKUPS,
     )
     parser.add_argument("file", metavar="FILE", help="the database file")
+    _add_replace_backup(parser)
     add_progress_options(parser)
     return parser
 
 
-def pack_file(file: str, progress: bool | None = None) -> tuple[int, int]:
-    """Pack ``file`` in this process; returns its sizes before and after."""
+class PackedFile(NamedTuple):
+    """What ``pack_file`` did: sizes before and after, where the earlier backup went."""
+
+    before: int
+    after: int
+    #: ``FILE.prepack.N`` if an earlier ``FILE.prepack`` was kept under that name.
+    kept_backup: str | None = None
+
+
+def pack_file(
+    file: str, progress: bool | None = None, replace_backup: bool = False
+) -> PackedFile:
+    """Pack ``file`` in this process, keeping an earlier backup unless ``replace_backup``.
+
+    The command never loses a backup by itself; the API's ``pack()`` and a
+    server's packs keep Durus 4.3's one ``FILE.prepack``.
+    """
     from durus.connection import Connection
+    from durus.file_storage import FileStorage
 
     storage = open_storage(
         file, must_exist=True,
@@ -76,10 +108,13 @@ def pack_file(file: str, progress: bool | None = None) -> tuple[int, int]:
                 bar.done = done
                 bar.advance(0)
 
-            try:
-                packer = storage.get_packer(report)
-            except TypeError:  # a storage class whose packer reports no progress
-                packer = storage.get_packer()
+            if isinstance(storage, FileStorage):
+                packer = storage.get_packer(report, keep_backups=not replace_backup)
+            else:
+                try:
+                    packer = storage.get_packer(report)
+                except TypeError:  # a storage class whose packer reports no progress
+                    packer = storage.get_packer()
             if packer is None:
                 storage.pack()
             else:
@@ -88,7 +123,7 @@ def pack_file(file: str, progress: bool | None = None) -> tuple[int, int]:
         after = _size(file, storage)
     finally:
         storage.close()
-    return before, after
+    return PackedFile(before, after, getattr(packer, "kept_backup", None))
 
 
 def _size(file: str, storage: object) -> int:
@@ -124,11 +159,16 @@ def pack_main(argv: Sequence[str] | None = None) -> int:
 
 def _pack(options: argparse.Namespace) -> None:
     if options.file is not None:
-        before, after = pack_file(options.file, options.progress)
+        done = pack_file(options.file, options.progress, options.replace_backup)
         sys.stdout.write(
-            f"packed {options.file}: {format_bytes(before)} -> {format_bytes(after)}\n"
+            f"packed {options.file}: {format_bytes(done.before)} -> {format_bytes(done.after)}\n"
         )
+        if done.kept_backup is not None:
+            sys.stdout.write(_describe_backups(options.file, done.kept_backup))
         return
+    if options.replace_backup:
+        raise CliError("--replace-backup is for a file packed here (--file); a server "
+                       "always replaces its FILE.prepack")
     from durus.storage_server import SocketAddress
 
     address = getattr(options, "address", None) or (options.host, options.port)
@@ -143,4 +183,22 @@ def _pack(options: argparse.Namespace) -> None:
     sys.stdout.write(
         f"asked the server at {describe_address(socket_address)} to pack; it packs in "
         "the background\n"
+    )
+
+
+def _describe_backups(file: str, kept: str) -> str:
+    from durus.shelf_packer import numbered_backups
+
+    numbered = numbered_backups(os.path.abspath(file))
+    size = 0
+    for _number, name in numbered:
+        try:
+            size += os.path.getsize(name)
+        except OSError:
+            pass
+    return (
+        f"kept the earlier backup as {os.path.basename(kept)}; {os.path.basename(file)}"
+        f".prepack is the file before this pack ({len(numbered)} numbered backup"
+        f"{'s' if len(numbered) != 1 else ''}, {format_bytes(size)}: delete those you no "
+        "longer need)\n"
     )

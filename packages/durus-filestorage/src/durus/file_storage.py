@@ -227,12 +227,17 @@ class FileStorage(Storage):
 
     # -- packing ---------------------------------------------------------------------
 
-    def get_packer(self, progress: ProgressCallback | None = None) -> Iterator[Any]:
+    def get_packer(
+        self, progress: ProgressCallback | None = None, keep_backups: bool = False
+    ) -> Iterator[Any]:
         """An incremental pack: each ``next()`` does a little of the work.
 
         Empty (nothing to do) when a commit is being built, a pack is already
         running, the storage is temporary or read-only, or there is no root.
-        ``progress(phase, done, total)`` is called as the pack advances.
+        ``progress(phase, done, total)`` is called as the pack advances.  The
+        previous file becomes ``F.prepack``, replacing an older one as in Durus
+        4.3 (a server packing every ``gcbytes`` must not pile up copies of the
+        database); ``keep_backups`` keeps that older one as ``F.prepack.N``.
         """
         shelf = self.shelf
         if (
@@ -246,12 +251,12 @@ class FileStorage(Storage):
         if not shelf.position_of(0):
             logger.info("%r has no root object: nothing to pack", shelf.path)
             return iter(())
-        self._packer = ShelfPacker(self, progress)
+        self._packer = ShelfPacker(self, progress, keep_backups)
         return self._packer
 
-    def pack(self, progress: ProgressCallback | None = None) -> None:
-        """Remove every record not reachable from the root."""
-        for _step in self.get_packer(progress):
+    def pack(self, progress: ProgressCallback | None = None, keep_backups: bool = False) -> None:
+        """Remove every record not reachable from the root (``get_packer`` says more)."""
+        for _step in self.get_packer(progress, keep_backups):
             pass
 
     # -- closing ---------------------------------------------------------------------

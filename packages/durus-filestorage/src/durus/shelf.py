@@ -62,6 +62,7 @@ from durus.shelf_index import (
     sample_crcs,
     save_index_file,
 )
+from durus.shelf_tempfiles import remove_leftovers, watch_at_exit
 from durus.utils import int8_to_str
 
 __all__ = ["Shelf", "ShelfFile", "ShelfWriter", "write_new_shelf"]
@@ -310,6 +311,8 @@ class Shelf:
             self._release()
             raise
         self.closed = False
+        if not self.readonly:
+            watch_at_exit(self)  # its index saved (a temporary one removed) even unclosed
 
     # -- opening ---------------------------------------------------------------------
 
@@ -451,7 +454,7 @@ class Shelf:
             self._handle_problem(problem, size, repair)
         self.durable_end = self.end
         if not self.readonly and not self.temporary:
-            self._remove_stale_pack_file()
+            remove_leftovers(self.path)  # we hold the lock: any other is abandoned
             if self.end - scanned_from > _SAVE_INDEX_AFTER_SCAN:
                 self.save_index()
 
@@ -604,17 +607,6 @@ class Shelf:
             side,
             offset,
         )
-
-    def _remove_stale_pack_file(self) -> None:
-        # Only a writer packs, and we are the writer: a .pack file is a leftover.
-        try:
-            os.unlink(self.path + ".pack")
-        except FileNotFoundError:
-            pass
-        except OSError as error:  # pragma: no cover - permissions
-            logger.warning("could not remove the stale %r: %s", self.path + ".pack", error)
-        else:
-            logger.info("removed %r left by an interrupted pack", self.path + ".pack")
 
     # -- Durus 4.3's Shelf questions ----------------------------------------------------------
 

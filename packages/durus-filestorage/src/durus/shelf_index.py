@@ -32,7 +32,8 @@ from array import array
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from durus.shelf_format import fsync_file, pread_exact
+from durus.shelf_format import pread_exact
+from durus.shelf_tempfiles import replace_file
 
 __all__ = [
     "IndexMeta",
@@ -599,7 +600,7 @@ def sample_crcs(fd: int, map_end: int, covered_end: int) -> tuple[int, int]:
 def save_index_file(
     path: str, meta: IndexMeta, index: PositionIndex, durable: bool, largest: int
 ) -> None:
-    """Write the side index atomically (temp file + rename).
+    """Write the side index atomically (``F.index.<pid>.tmp``, then a rename).
 
     ``largest`` is the largest position in the index (a check when loading).
     """
@@ -629,26 +630,7 @@ def save_index_file(
     head = INDEX_MAGIC + header + zlib.crc32(header).to_bytes(4, "little")
     assert len(head) == crcs_at
     padding = bytes(body_at - crcs_at - len(crc_table))
-    temporary = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            out.write(head)
-            out.write(crc_table)
-            out.write(padding)
-            out.write(body)
-            out.write(extra)
-        if durable:
-            fsync_file(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(temporary, path)
-    except OSError:
-        try:
-            os.unlink(temporary)
-        finally:
-            raise
+    replace_file(path, (head, crc_table, padding, body, extra), durable)
 
 
 def load_index_file(path: str, low: int = 0) -> tuple[IndexMeta, MappedIndex, int, int] | None:

@@ -14,7 +14,9 @@ committing) between steps.  The steps:
    in one step so that no commit can slip between it and the switch.
 4. Switch, so that ``F`` always names a complete database: hard-link ``F`` to
    ``F.prepack``, ``os.replace(F.pack, F)``, fsync the directory.  The storage
-   goes on with the new file, which it had locked before the rename.
+   goes on with the new file, which it had locked before the rename.  An older
+   ``F.prepack`` is replaced, as Durus 4.3 did, or with ``keep_backups`` kept
+   as ``F.prepack.N`` (``durus pack`` does that: see ``keep_backup``).
 
 Oids that had a record before and have none now are put in
 ``storage.invalid`` so that ``sync()`` reports them and ``new_oid()`` does not
@@ -23,6 +25,7 @@ hand them out before that.
 
 from __future__ import annotations
 
+import filecmp
 import heapq
 import logging
 import mmap
@@ -37,12 +40,13 @@ from durus.file_lock import lock_file, unlock_file
 from durus.shelf import Shelf, ShelfWriter
 from durus.shelf_format import INT8, fsync_directory, fsync_file, pwrite_all
 from durus.shelf_index import OidBitmap
+from durus.shelf_tempfiles import watch_at_exit
 from durus.utils import int8_to_str
 
 if TYPE_CHECKING:
     from durus.file_storage import FileStorage
 
-__all__ = ["ProgressCallback", "ShelfPacker"]
+__all__ = ["ProgressCallback", "ShelfPacker", "keep_backup", "numbered_backups"]
 
 logger = logging.getLogger("durus.file_storage")
 
@@ -103,18 +107,29 @@ class ShelfPacker:
     """An incremental pack: iterate it to the end (``FileStorage.pack()`` does).
 
     Closing it (or closing the storage) before the end abandons the pack and
-    removes ``F.pack``; the database is untouched.
+    removes ``F.pack``; the database is untouched.  So does the end of the
+    process.  ``keep_backups``: an existing ``F.prepack`` is kept as
+    ``F.prepack.N`` (named in ``kept_backup`` afterwards) instead of replaced.
     """
 
-    def __init__(self, storage: FileStorage, progress: ProgressCallback | None = None) -> None:
+    def __init__(
+        self,
+        storage: FileStorage,
+        progress: ProgressCallback | None = None,
+        keep_backups: bool = False,
+    ) -> None:
         self.storage = storage
         self.progress = progress
+        self.keep_backups = keep_backups
+        #: Where the previous ``F.prepack`` went (``keep_backups``), else None.
+        self.kept_backup: str | None = None
         self.fd = -1
         self.pack_path = storage.shelf.path + ".pack"
         self.finished = False
         self._cleaned = False
         storage.pack_extra = set()
         self._steps: Generator[Any, None, None] = self._run()
+        watch_at_exit(self, ShelfPacker._abandon_at_exit)
 
     def __iter__(self) -> ShelfPacker:
         return self
@@ -132,6 +147,15 @@ class ShelfPacker:
             self.close()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
+
+    def _abandon_at_exit(self) -> None:
+        # A daemon thread may still be packing: remove the file, leave the
+        # descriptor; F is complete whatever step the pack is at.
+        if self.fd >= 0 and not self.finished:
+            try:
+                os.unlink(self.pack_path)
+            except FileNotFoundError:
+                pass
 
     def _cleanup(self) -> None:
         if self._cleaned:
@@ -360,6 +384,8 @@ class ShelfPacker:
         """Put ``F.pack`` under the name ``F``; keep the previous file as ``F.prepack``."""
         prepack = path + ".prepack"
         directory = os.path.dirname(path)
+        if self.keep_backups:
+            self.kept_backup = keep_backup(path)
         try:
             os.unlink(prepack)
         except FileNotFoundError:
@@ -380,3 +406,48 @@ class ShelfPacker:
         self.storage.shelf = new
         old.close(save_index=False)
         new.save_index()
+
+
+def numbered_backups(path: str) -> list[tuple[int, str]]:
+    """``(N, name)`` of every ``F.prepack.N`` of the database ``path``, oldest first."""
+    directory, base = os.path.split(path)
+    prefix = base + ".prepack."
+    found = []
+    for name in os.listdir(directory or "."):
+        number = name[len(prefix) :]
+        if name.startswith(prefix) and number.isascii() and number.isdigit() and number[0] != "0":
+            found.append((int(number), os.path.join(directory, name)))
+    return sorted(found)
+
+
+def keep_backup(path: str) -> str | None:
+    """Give ``F.prepack`` the next free number (``F.prepack.N``); that name, or None.
+
+    Called just before ``F`` becomes the new ``F.prepack``.  Numbers grow with
+    time (``F.prepack.1`` is the oldest) and a backup keeps its name once
+    numbered; ``F.prepack`` stays the newest, as in Durus 4.3.  Never
+    overwrites: the number is one more than the largest in use.  None when
+    there is no ``F.prepack``, or when it holds the same bytes as ``F`` (packing
+    a packed file again): the new ``F.prepack`` keeps them, and repeated packs
+    of a quiet database do not pile up copies.
+    """
+    prepack = path + ".prepack"
+    if not os.path.lexists(prepack) or filecmp.cmp(prepack, path, shallow=False):
+        return None
+    existing = numbered_backups(path)
+    number = existing[-1][0] + 1 if existing else 1
+    while True:
+        numbered = f"{prepack}.{number}"
+        try:
+            os.link(prepack, numbered)
+        except FileExistsError:
+            number += 1
+            continue
+        except OSError:  # no hard links on this file system
+            if os.path.lexists(numbered):
+                number += 1
+                continue
+            os.rename(prepack, numbered)
+            return numbered
+        os.unlink(prepack)
+        return numbered
