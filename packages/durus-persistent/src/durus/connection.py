@@ -30,6 +30,7 @@ from durus.persistent import (
     SAVED,
     ConnectionBase,
     PersistentBase,
+    _accel,
     _default_set_status_saved,
     _families,
     _make_family,
@@ -147,7 +148,11 @@ class ObjectDictionary:
 
 
 class ReferenceContainer:
-    """Strong references, by identity, least recently (re)added first."""
+    """Strong references, by identity, least recently (re)added first.
+
+    The accelerator's ``RecentObjects`` has the same methods (a linked list
+    through the objects' C fields instead of ``map``).
+    """
 
     def __init__(self) -> None:
         self.map: OrderedDict[int, Any] = OrderedDict()
@@ -157,14 +162,36 @@ class ReferenceContainer:
         self.map[key] = x
         self.map.move_to_end(key)
 
+    def add_new(self, objects: Iterable[Any]) -> None:
+        """Add the absent objects last; present ones keep their place."""
+        objects = list(objects)
+        self.map.update(zip(map(id, objects), objects, strict=True))
+
     def discard(self, x: Any) -> None:
         self.map.pop(id(x), None)
+
+    def pop_oldest(self) -> Any:
+        return self.map.popitem(last=False)[1]
+
+    def push_oldest(self, x: Any) -> None:
+        key = id(x)
+        self.map[key] = x
+        self.map.move_to_end(key, last=False)
+
+    def list(self) -> list[Any]:
+        return list(self.map.values())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.list())
 
     def __len__(self) -> int:
         return len(self.map)
 
     def __contains__(self, x: Any) -> bool:
         return id(x) in self.map
+
+
+_Recent: Any = ReferenceContainer if _accel is None else _accel.RecentObjects
 
 
 class Cache:
@@ -178,7 +205,7 @@ class Cache:
 
     def __init__(self, size: int) -> None:
         self.objects = ObjectDictionary()
-        self.recent_objects = ReferenceContainer()
+        self.recent_objects = _Recent()
         self.finger = 0
         self.size = 0
         self._count_after_scan = 0
@@ -273,14 +300,13 @@ class Cache:
             self._purge_dead()
             return
         serial = connection.transaction_serial
-        recent = self.recent_objects.map
+        recent = self.recent_objects
         obj = None
         while recent and len(objects) > self.size:
-            key, obj = recent.popitem(last=False)
+            obj = recent.pop_oldest()
             if _serial_of(obj) == serial:
                 # Everything from here on was used in the transaction ending.
-                recent[key] = obj
-                recent.move_to_end(key, last=False)
+                recent.push_oldest(obj)
                 break
             if _status_of(obj) == 0:  # SAVED
                 obj._p_set_status_ghost()
@@ -304,7 +330,7 @@ class Cache:
 
     def _shrink_by_scan(self, serial: int) -> None:
         objects = self.objects
-        recent = self.recent_objects.map
+        recent = self.recent_objects
         heap = self._build_heap(serial)
         while heap and len(objects) > self.size:
             _serial, oid = heapq.heappop(heap)
@@ -313,7 +339,7 @@ class Cache:
                 continue
             if _status_of(obj) == 0:  # SAVED
                 obj._p_set_status_ghost()
-            recent.pop(id(obj), None)
+            recent.discard(obj)
 
 
 class Connection(ConnectionBase):
@@ -336,7 +362,9 @@ class Connection(ConnectionBase):
         self.invalid_oids: set[bytes] = set()
         self.new_oid = storage.new_oid
         self.cache = Cache(cache_size)
-        self._recent = self.cache.recent_objects.map
+        # Where first accesses go (pure: the OrderedDict; C: the RecentObjects).
+        recent = self.cache.recent_objects
+        self._recent = recent if _accel is not None else recent.map
         # Objects switched to a hot variant in this transaction.
         self._hot: list[Any] = []
         # The commit's serializer, kept from one commit to the next.
@@ -486,36 +514,36 @@ class Connection(ConnectionBase):
 
     # -- hooks called by persistent objects -------------------------------------
 
-    def note_access(self, obj: Any) -> None:
-        # The first read of ``obj`` in this transaction: every step counts.
-        family = _families.get(type(obj), _UNKNOWN)
-        if family is _UNKNOWN:
-            family = _make_family(type(obj))
-        if family is not None:
-            # Switch to the hot variant first: from then on, plain attribute
-            # reads of obj's own fields are cheap.
-            _set_class(obj, family[1])
-            status = obj._p_status
-            if status == 1:  # UNSAVED: writes need no tracking either
-                _set_class(obj, family[2])
-            elif status == GHOST:
-                # Not loaded (a direct call): stay tracked so a read loads it.
-                _set_class(obj, family[0])
-            if status != GHOST:
-                self._hot.append(obj)
-            accessed = obj._p_serial
-        else:
+    if _accel is None:  # ConnectionBase.note_access does it in C
+
+        def note_access(self, obj: Any) -> None:
+            # The first read of ``obj`` in this transaction: every step counts.
+            cls = type(obj)
+            family = _families.get(cls, _UNKNOWN)
+            if family is _UNKNOWN:
+                family = _make_family(cls)
+            if family is not None:
+                status = _status_of(obj)
+                if status == GHOST:
+                    # Not loaded (a direct call): stay tracked so a read loads it.
+                    target = family[0]
+                else:
+                    # Hot: reads untracked; UNSAVED: writes need no tracking either.
+                    target = family[2] if status == 1 else family[1]
+                    self._hot.append(obj)
+                if cls is not target:
+                    _set_class(obj, target)
             accessed = _serial_of(obj)
-        serial = self.transaction_serial
-        if accessed != serial:
-            _set_serial(obj, serial)
-            # Kept in access order: the least recently used come first.
-            recent = self._recent
-            key = id(obj)
-            if key in recent:
-                recent.move_to_end(key)
-            else:
-                recent[key] = obj  # new keys go to the end
+            serial = self.transaction_serial
+            if accessed != serial:
+                _set_serial(obj, serial)
+                # Kept in access order: the least recently used come first.
+                recent = self._recent
+                key = id(obj)
+                if key in recent:
+                    recent.move_to_end(key)
+                else:
+                    recent[key] = obj  # new keys go to the end
 
     def note_change(self, obj: Any) -> None:
         self.changed[obj._p_oid] = obj
@@ -559,6 +587,7 @@ class Connection(ConnectionBase):
         self._writer = None  # in use; a commit from inside a commit gets its own
         get_state = writer.get_state
         store = storage.store
+        note_access = self.note_access
         try:
             for changed_object in list(changed.values()):
                 for obj in writer.gen_new_objects(changed_object):
@@ -567,16 +596,21 @@ class Connection(ConnectionBase):
                         continue
                     if oid not in changed:
                         new_objects[oid] = obj
+                        # Storing a new object is its first access, as in Durus
+                        # 4.3 (serializing reads it): it is held strongly, like
+                        # the objects a transaction used, until a shrink ghosts
+                        # it in its turn.  Otherwise an object that only its
+                        # parent held would vanish from the cache when the
+                        # parent is invalidated, and get(oid) could not return
+                        # its ghost after another client packed it away (spec
+                        # 1.5).
+                        note_access(obj)
                     data, refs = get_state(obj)
                     store(oid, pack_record(oid, data, refs))
                     stored.append(obj)
             self.cache.update(new_objects)
             mark_stored(stored)
             storage.end(self._handle_invalidations)
-            # New objects ran as hot variants since their birth: the end of the
-            # transaction switches them back to their own class with the others.
-            self._hot.extend(new_objects.values())
-            self._hold_new_objects(new_objects)
         except BaseException:
             self._undo_failed_commit(new_objects, writer)
             raise
@@ -584,18 +618,6 @@ class Connection(ConnectionBase):
             writer.reset()
             self._writer = writer
         self.changed.clear()
-
-    def _hold_new_objects(self, new_objects: dict[bytes, Any]) -> None:
-        """Hold the commit's new objects strongly, like the objects a transaction used.
-
-        Durus 4.3 does (serializing them was their first use); a shrink ghosts
-        them in their turn.  Otherwise an object that only its parent held
-        would vanish from the cache when the parent is invalidated, and
-        ``get(oid)`` could not return its ghost after another client packed it
-        away (spec 1.5).  One C-level update: this runs for every new object.
-        """
-        objects = new_objects.values()
-        self._recent.update(zip(map(id, objects), objects, strict=True))
 
     def _undo_failed_commit(self, new_objects: dict[bytes, Any], writer: ObjectWriter) -> None:
         """Leave things as before the commit: changes pending, new objects unattached."""

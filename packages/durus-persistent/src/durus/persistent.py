@@ -27,13 +27,20 @@ never reach a database file.  Only ``type(obj)`` reveals them.
 
 A class that defines its own ``__getattribute__``, ``__setattr__`` or
 ``__delattr__`` keeps full tracking on every access (no variants).
+
+The C accelerator (``durus._persistent_accel``, built with the wheel when a
+compiler is at hand) replaces the variants: its ``PersistentBase`` does the
+same bookkeeping in C on every read, so objects keep their class.
+``accelerated`` tells which path runs; ``DURUS_PURE_PYTHON=1`` forces this
+module's pure-Python code, which stays the reference of every rule.
 """
 
 from __future__ import annotations
 
 import copyreg
+import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "GHOST",
@@ -44,6 +51,7 @@ __all__ = [
     "Persistent",
     "PersistentBase",
     "PersistentObject",
+    "accelerated",
     "call_if_persistent",
 ]
 
@@ -51,9 +59,31 @@ UNSAVED = 1
 SAVED = 0
 GHOST = -1
 
+
+
+def _load_accelerator() -> Any:
+    """The C accelerator module, or None (not built, or DURUS_PURE_PYTHON set)."""
+    if os.environ.get("DURUS_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from durus import _persistent_accel  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    return _persistent_accel
+
+
+_accel: Any = _load_accelerator()
+#: Whether the C accelerator runs (False: the pure-Python reference code).
+accelerated: bool = _accel is not None
+
 _getattribute = object.__getattribute__
-_setattribute = object.__setattr__
-_delattribute = object.__delattr__
+# object.__setattr__ refuses objects whose C base has its own setattr.
+_setattribute: Callable[[Any, str, Any], None] = (
+    object.__setattr__ if _accel is None else _accel.setattr_plain
+)
+_delattribute: Callable[[Any, str], None] = (
+    object.__delattr__ if _accel is None else _accel.delattr_plain
+)
 _set_class = object.__dict__["__class__"].__set__
 
 
@@ -66,20 +96,26 @@ def _hasattribute(obj: object, name: str) -> bool:
     return True
 
 
-# Names whose access never loads a ghost nor counts as an access.
+# Names whose access never loads a ghost nor counts as an access (the
+# accelerator's is_tracked() spells out the same list).
 _UNTRACKED = frozenset(("__repr__", "__class__", "__setstate__"))
 
 
-class ConnectionBase:
-    """What persistent objects need from a connection: the transaction serial."""
+if TYPE_CHECKING or _accel is None:
 
-    transaction_serial = 1
+    class ConnectionBase:
+        """What persistent objects need from a connection: the transaction serial."""
 
-    def __init__(self) -> None:
-        self.transaction_serial = 1
+        transaction_serial = 1
+
+        def __init__(self) -> None:
+            self.transaction_serial = 1
+
+else:
+    ConnectionBase = _accel.ConnectionBase
 
 
-class PersistentBase:
+class _PurePersistentBase:
     """The four per-object fields Durus keeps outside an object's state."""
 
     __slots__ = ("_p_connection", "_p_oid", "_p_serial", "_p_status")
@@ -112,6 +148,14 @@ class PersistentBase:
         _setattribute(self, "_p_oid", None)
         return self
 
+
+if TYPE_CHECKING or _accel is None:
+    PersistentBase = _PurePersistentBase
+else:
+    # The C type: the same fields, and the tracking of PersistentObject's
+    # __getattribute__/__setattr__/__delattr__ below (as in Durus 4.3's C).
+    PersistentBase = _accel.PersistentBase
+del _PurePersistentBase
 
 _base_new = PersistentBase.__new__
 _set_status_slot = PersistentBase.__dict__["_p_status"].__set__
@@ -149,6 +193,8 @@ def _variant_meta(meta: type) -> type:
 
 
 def _can_switch(cls: type) -> bool:
+    if _accel is not None:
+        return False  # the C base tracks every access without switching
     for klass in cls.__mro__:
         if klass is PersistentObject:
             return True
@@ -206,7 +252,7 @@ def real_class(obj: object) -> type:
     return family[_COLD]
 
 
-def new_ghost(cls: Any, oid: bytes | None, connection: Any) -> Any:
+def _new_ghost(cls: Any, oid: bytes | None, connection: Any) -> Any:
     """A ghost of ``cls`` (its own class, not a variant): state comes later."""
     if cls.__new__ is _base_new:
         ghost = object.__new__(cls)
@@ -220,6 +266,11 @@ def new_ghost(cls: Any, oid: bytes | None, connection: Any) -> Any:
     _set_connection_slot(ghost, connection)
     _set_oid_slot(ghost, oid)
     return ghost
+
+
+new_ghost: Callable[[Any, bytes | None, Any], Any] = (
+    _new_ghost if _accel is None else _accel.new_ghost
+)
 
 
 def _cool(obj: object) -> None:
@@ -296,27 +347,27 @@ class PersistentObject(PersistentBase):
 
     __slots__ = ("__weakref__",)
 
-    def __getattribute__(self, name: str) -> Any:
-        if name[:3] != "_p_" and name not in _UNTRACKED:
-            connection = _connection_of(self)
-            if connection is not None:
-                if _status_of(self) == GHOST:
-                    if type(self)._p_load_state is _default_load_state:
-                        connection.load_state(self)
-                    else:
-                        _getattribute(self, "_p_load_state")()
-                connection.note_access(self)
-        return _getattribute(self, name)
+    if _accel is None:
+        # The accelerator's PersistentBase does this in C, rule for rule.
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name[:3] != "_p_" and name not in _UNTRACKED:
-            _getattribute(self, "_p_note_change")()
-        _setattribute(self, name, value)
+        def __getattribute__(self, name: str) -> Any:
+            if name[:3] != "_p_" and name not in _UNTRACKED:
+                connection = _connection_of(self)
+                if connection is not None:
+                    if _status_of(self) == GHOST:
+                        _load_ghost(self)
+                    connection.note_access(self)
+            return _getattribute(self, name)
 
-    def __delattr__(self, name: str) -> None:
-        if name[:3] != "_p_" and name not in _UNTRACKED:
-            _getattribute(self, "_p_note_change")()
-        _delattribute(self, name)
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name[:3] != "_p_" and name not in _UNTRACKED:
+                _getattribute(self, "_p_note_change")()
+            _setattribute(self, name, value)
+
+        def __delattr__(self, name: str) -> None:
+            if name[:3] != "_p_" and name not in _UNTRACKED:
+                _getattribute(self, "_p_note_change")()
+            _delattribute(self, name)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # Plain pickle/copy outside Durus: always the application's class.
@@ -409,6 +460,18 @@ _default_set_status_saved = PersistentObject._p_set_status_saved
 _default_load_state = PersistentObject._p_load_state
 
 
+def _load_ghost(obj: Any) -> None:
+    """Load a ghost on its first tracked read (the accelerator calls this)."""
+    if type(obj)._p_load_state is _default_load_state:
+        _connection_of(obj).load_state(obj)
+    else:
+        _getattribute(obj, "_p_load_state")()
+
+
+if _accel is not None:
+    _accel.set_load_hook(_load_ghost)
+
+
 def mark_stored(objects: list[Any]) -> None:
     """Mark the objects a commit just stored as saved.
 
@@ -420,9 +483,12 @@ def mark_stored(objects: list[Any]) -> None:
     families = _families
     for obj in objects:
         cls = type(obj)
-        family = families.get(cls)
-        if family is None or cls._p_set_status_saved is not _default_set_status_saved:
+        if cls._p_set_status_saved is not _default_set_status_saved:
             obj._p_set_status_saved()
+            continue
+        family = families.get(cls)
+        if family is None:
+            _set_status_slot(obj, SAVED)
             continue
         _set_status_slot(obj, SAVED)
         if cls is family[_COLD_DIRTY]:
