@@ -69,6 +69,13 @@ def test_the_flag_tells_which_path_runs():
         assert durus.persistent.ConnectionBase is _persistent_accel.ConnectionBase
 
 
+def test_the_accelerator_is_there_where_required():
+    """The tox envs without -pure set DURUS_REQUIRE_ACCELERATOR: no silent fallback."""
+    if os.environ.get("DURUS_REQUIRE_ACCELERATOR", "") in ("", "0"):
+        pytest.skip("DURUS_REQUIRE_ACCELERATOR is not set")
+    assert durus.persistent.accelerated, "durus._persistent_accel was not built"
+
+
 def test_durus_pure_python_forces_the_pure_path():
     code = "import durus.persistent as p; print(p.accelerated, p.PersistentBase.__module__)"
     pure = _python(code, env=_environment(DURUS_PURE_PYTHON="1"))
@@ -128,7 +135,8 @@ def test_a_wheel_built_with_a_compiler_carries_the_accelerator(tmp_path):
     assert not [name for name in names if name.endswith(".c")]
     unpacked = _unpack(wheel, tmp_path)
     command = [sys.executable, "-S", "-c", SMOKE, str(unpacked)]
-    run = subprocess.run(command, capture_output=True, text=True, check=True)
+    default = _environment(DURUS_PURE_PYTHON=None)
+    run = subprocess.run(command, capture_output=True, text=True, check=True, env=default)
     assert run.stdout == "accelerated\n"
     pure = subprocess.run(
         command, capture_output=True, text=True, check=True, env=_environment(DURUS_PURE_PYTHON="1")
