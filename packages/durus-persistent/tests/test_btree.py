@@ -9,7 +9,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -26,7 +26,7 @@ from durus.btree import (
     BTree,
 )
 from durus.connection import Connection
-from durus.persistent import PersistentObject
+from durus.persistent import PersistentObject, accelerated
 from durus.storage import MemoryStorage
 
 NODE_CLASSES = [
@@ -1454,3 +1454,18 @@ IDENTITY_SNAPSHOTS = [(0, [3], None), (0, [3, 6], None), (0, [3, 6, 13], None),
   [(14, [5], [(17, [1, 3], None), (16, [6, 7], None)]),
    (21, [14, 18], [(23, [10, 11], None), (13, [16], None), (22, [20], None)])])]
 # fmt: on
+
+
+@pytest.mark.skipif(not accelerated, reason="the C accelerator is not running")
+@given(
+    keys=st.lists(st.one_of(st.integers(-50, 50), st.floats(allow_nan=True)), max_size=120),
+    probes=st.lists(st.one_of(st.integers(-60, 60), st.floats(allow_nan=True)), max_size=30),
+)
+def test_the_c_search_finds_what_bnode_search_finds(keys, probes):
+    from durus.persistent import _accel
+
+    tree = BTree(BNode4)
+    for key in keys:
+        tree[key] = repr(key)
+    for probe in [*keys[:10], *probes]:
+        assert _accel.bnode_search(tree.root, probe) == tree.root.search(probe)

@@ -30,11 +30,11 @@ All keys of one tree must be mutually comparable (they are kept sorted).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from operator import itemgetter
 from typing import Any
 
-from durus.persistent import UNSAVED, PersistentObject
+from durus.persistent import UNSAVED, PersistentObject, _accel
 
 __all__ = [
     "BNode",
@@ -434,6 +434,12 @@ def _gen_bnode_classes() -> Iterator[type[BNode]]:
         pending.extend(reversed(klass.__subclasses__()))
 
 
+#: How a BTree finds a key: ``BNode.search``, or the accelerator's C copy of it
+#: (the same attribute reads, so the same loads and first touches, and the same
+#: comparisons), which spares a Python frame and bound method per node.
+_search: Callable[[Any, Any], Any] = BNode.search if _accel is None else _accel.bnode_search
+
+
 class BTree(PersistentObject, MutableMapping):
     """A persistent sorted mapping stored as a B-tree of ``BNode`` records.
 
@@ -503,7 +509,7 @@ class BTree(PersistentObject, MutableMapping):
     def items_backward_from(self, key: Any, closed: bool = False) -> Iterator[tuple[Any, Any]]:
         """The items with keys ``< key`` (``<= key`` if ``closed``), in reverse key order."""
         if closed:
-            item = self.root.search(key)
+            item = _search(self.root, key)
             if item is not None:
                 yield item
         yield from self.root.iter_backward_from(key)
@@ -533,20 +539,20 @@ class BTree(PersistentObject, MutableMapping):
     # -- lookup -------------------------------------------------------------------
 
     def __contains__(self, key: object) -> bool:
-        return self.root.search(key) is not None
+        return _search(self.root, key) is not None
 
     def has_key(self, key: Any) -> bool:
         """Whether ``key`` is present (the Python 2 spelling of ``key in tree``)."""
-        return self.root.search(key) is not None
+        return _search(self.root, key) is not None
 
     def __getitem__(self, key: Any) -> Any:
-        item = self.root.search(key)
+        item = _search(self.root, key)
         if item is None:
             raise KeyError(key)
         return item[1]
 
     def get(self, key: Any, default: Any = None) -> Any:
-        item = self.root.search(key)
+        item = _search(self.root, key)
         if item is None:
             return default
         return item[1]
@@ -592,7 +598,7 @@ class BTree(PersistentObject, MutableMapping):
 
     def setdefault(self, key: Any, value: Any = None) -> Any:
         """``self[key]``, first setting it to ``value`` when absent."""
-        item = self.root.search(key)
+        item = _search(self.root, key)
         if item is None:
             self.add(key, value)
             return value
