@@ -15,7 +15,7 @@ LOWER = "lower"
 
 #: The systems with a PostgreSQL storage, the only ones the ``sql_*`` workloads measure
 #: (ours: ``durus.pg_storage.PostgresStorage``; relstorage: RelStorage, history-free).
-SQL_SYSTEMS = ("ours", "relstorage")
+SQL_SYSTEMS = ("ours", "pure", "relstorage")
 #: Why the other systems are unavailable on the ``sql_*`` workloads.
 NO_SQL = {
     "durus43": "Durus 4.3 has no SQL storage",
@@ -104,6 +104,9 @@ def build(scale: float) -> list[Workload]:
     live = _scaled(50_000, scale, 500)
     sql_commits = _scaled(300, scale, 10)
     sql_loads = _scaled(20_000, scale, 200)
+    lookups = _scaled(100_000, scale, 1_000)
+    mix = _scaled(2_000, scale, 20)
+    medium = _scaled(200_000, scale, 1_000)
     rate, cost = _rate, _cost
     latency = (cost("p50_s", "s", "commit latency p50"), cost("p99_s", "s", "commit latency p99"))
     garbage = FixtureRef("garbage", (("live", live), ("rounds", 9), ("dead", live)))
@@ -163,9 +166,36 @@ def build(scale: float) -> list[Workload]:
                 rate("first_pass_reads_per_s", "reads/s", "first pass in a transaction"),
                 rate("reads_per_s", "reads/s", "later passes"),
                 rate("vs_plain", "x", "later passes / plain objects"),
+                rate("ten_passes_reads_per_s", "reads/s", "10 passes in one transaction"),
             ),
             {"n": small, "passes": 10},
             {"db": _db(small)},
+        ),
+        Workload(
+            "btree_read",
+            "btree_read",
+            f"BTree of {small:,} cached items: value iteration, {lookups:,} random lookups",
+            (
+                rate("first_values_per_s", "values/s", "values, first in a transaction"),
+                rate("values_per_s", "values/s", "values, again"),
+                rate("lookups_per_s", "lookups/s", "random key lookups"),
+            ),
+            {"n": small, "lookups": lookups},
+            {"db": _db(small)},
+        ),
+        Workload(
+            "request_mix",
+            "request_mix",
+            f"{mix:,} transactions touch 200 random items of {small:,} 3 times each; "
+            "every tenth changes one and commits",
+            (
+                rate("transactions_per_s", "transactions/s", "transaction rate"),
+                cost("p50_s", "s", "transaction latency p50"),
+                cost("p99_s", "s", "transaction latency p99"),
+            ),
+            {"n": small, "transactions": mix},
+            {"db": _db(small)},
+            durability_matters=True,
         ),
         Workload(
             "warm_write",
@@ -240,6 +270,17 @@ def build(scale: float) -> list[Workload]:
             ),
             {},
             {"garbage": garbage},
+        ),
+        Workload(
+            "memory_200k",
+            "cold_read",
+            f"fresh process reads {medium:,} items through the BTree (cache 100,000)",
+            (
+                cost("peak_rss_bytes", "B", "peak RSS"),
+                rate("objects_per_s", "objects/s", "cold read rate"),
+            ),
+            {"n": medium},
+            {"db": _db(medium)},
         ),
         Workload(
             "memory",

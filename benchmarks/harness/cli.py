@@ -20,7 +20,7 @@ from . import catalogue, envs, machine, report, results, targets
 from .postgres import Postgres
 from .runner import ERROR, OK, UNAVAILABLE, Outcome, Runner, log_tail
 
-SYSTEMS = ("ours", "durus43", "zodb", "relstorage")
+SYSTEMS = ("ours", "pure", "durus43", "zodb", "relstorage")
 SMOKE_SCALE = 0.01
 
 
@@ -121,7 +121,7 @@ def _list(workloads: list[catalogue.Workload]) -> None:
 
 def _build_envs(args: argparse.Namespace, interpreter: envs.Interpreter) -> dict[str, envs.Env]:
     built: dict[str, envs.Env] = {}
-    needs_tools = not args.no_chart or "ours" in args.system_list
+    needs_tools = not args.no_chart or bool({"ours", "pure"} & set(args.system_list))
     order = (["tools"] if needs_tools else []) + args.system_list
     for name in order:
         print(f"venv {name}: ", end="", flush=True)
@@ -130,6 +130,9 @@ def _build_envs(args: argparse.Namespace, interpreter: envs.Interpreter) -> dict
             env = envs.tools_env(interpreter)
         elif name == "ours":
             env = envs.ours_env(interpreter, built["tools"])
+        elif name == "pure":
+            # Ours on the pure-Python path: the same venv, DURUS_PURE_PYTHON=1.
+            env = built.get("ours") or envs.ours_env(interpreter, built["tools"])
         else:
             env = envs.peer_env(name, interpreter)
         state = "reused" if env.reused else f"built in {time.perf_counter() - start:.0f} s"

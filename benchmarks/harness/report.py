@@ -10,10 +10,12 @@ from typing import Any
 
 from .results import CONVENTION, NOT_MEASURED
 
-SYSTEMS = ("ours", "durus43", "zodb", "relstorage")
+SYSTEMS = ("ours", "pure", "durus43", "zodb", "relstorage")
 RATIO_COLUMNS = (
     ("ours_vs_durus43", "ours/d43"),
     ("ours_vs_zodb", "ours/zodb"),
+    ("pure_vs_durus43", "pure/d43"),
+    ("pure_vs_zodb", "pure/zodb"),
     ("durus43_vs_zodb", "d43/zodb"),
     ("ours_vs_relstorage", "ours/rs"),
 )

@@ -26,6 +26,8 @@ CONVENTION = (
 RATIO_PAIRS = (
     ("ours", "durus43"),
     ("ours", "zodb"),
+    ("pure", "durus43"),
+    ("pure", "zodb"),
     ("durus43", "zodb"),
     ("ours", "relstorage"),
 )

@@ -37,9 +37,47 @@ def _vs_best_peer(doc: dict[str, Any], workload: str, key: str) -> float | None:
     return min(known) if known and len(known) == len(ratios) else None
 
 
-def _vs(doc: dict[str, Any], workload: str, key: str, peer: str) -> float | None:
+def _vs(
+    doc: dict[str, Any], workload: str, key: str, peer: str, system: str = "ours"
+) -> float | None:
     figure = _figure(doc, workload, key)
-    return None if figure is None else figure["ratios"].get(f"ours_vs_{peer}")
+    return None if figure is None else figure["ratios"].get(f"{system}_vs_{peer}")
+
+
+def _issue14(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The hot path of issue 14: ours accelerated ("ours") and pure ("pure")."""
+    first, ten = ("warm_read", "first_pass_reads_per_s"), ("warm_read", "ten_passes_reads_per_s")
+    return [
+        _at_least("first touch vs ZODB", _vs(doc, *first, "zodb"), 1.0, "x"),
+        _at_least("10 passes in a transaction vs ZODB", _vs(doc, *ten, "zodb"), 1.2, "x"),
+        _at_least(
+            "BTree value iteration vs ZODB",
+            _vs(doc, "btree_read", "first_values_per_s", "zodb"),
+            0.7,
+            "x",
+        ),
+        _at_least(
+            "peak RSS, 200k objects, <= 0.8x ZODB's",
+            _vs(doc, "memory_200k", "peak_rss_bytes", "zodb"),
+            1.25,
+            "x (ZODB / ours)",
+        ),
+        _at_least(
+            "peak RSS, 1M objects, <= 0.8x ZODB's",
+            _vs(doc, "memory", "peak_rss_bytes", "zodb"),
+            1.25,
+            "x (ZODB / ours)",
+        ),
+        _at_least(
+            "pure first touch vs Durus 4.3",
+            _vs(doc, *first, "durus43", system="pure"),
+            1.4,
+            "x",
+        ),
+        _at_least(
+            "pure 10 passes vs Durus 4.3", _vs(doc, *ten, "durus43", system="pure"), 1.3, "x"
+        ),
+    ]
 
 
 def _ours(doc: dict[str, Any], workload: str, key: str) -> float | None:
@@ -135,4 +173,5 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
             VS_RELSTORAGE,
             "x",
         ),
+        *_issue14(doc),
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .base import Adapter
 
-DURUS_SYSTEMS = ("ours", "durus43")
+DURUS_SYSTEMS = ("ours", "pure", "durus43")
 ZODB_SYSTEMS = ("zodb",)
 RELSTORAGE_SYSTEMS = ("relstorage",)
 

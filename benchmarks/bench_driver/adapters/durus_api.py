@@ -172,4 +172,10 @@ class DurusAdapter(Adapter):
             name = dist.metadata["Name"] or ""
             if name.lower().startswith("durus"):
                 found[name] = dist.version
+        if self.system != "durus43":
+            import durus.persistent
+
+            # Which path ran: "pure" sets DURUS_PURE_PYTHON=1, "ours" must be accelerated.
+            accelerated = getattr(durus.persistent, "accelerated", False)
+            found["durus.persistent.accelerated"] = str(accelerated)
         return dict(sorted(found.items()))

@@ -7,11 +7,13 @@ reader comparing two systems' figures can check exactly what was measured.
 from __future__ import annotations
 
 from . import (
+    btree_read,
     cold_read,
     commit_floor,
     insert,
     open_time,
     pack,
+    request_mix,
     server_commits,
     server_loads,
     small_commits,
@@ -27,6 +29,8 @@ WORKLOADS = {
     "open_time": open_time.run,
     "warm_read": warm_read.run,
     "warm_write": warm_write.run,
+    "btree_read": btree_read.run,
+    "request_mix": request_mix.run,
     "small_commits": small_commits.run,
     "server_commits": server_commits.run,
     "commit_floor": commit_floor.run,
