@@ -63,22 +63,19 @@ static PyObject *load_hook = NULL;      /* persistent._load_ghost */
 static PyObject *str_note_access = NULL;
 static PyObject *str_note_change = NULL;
 static PyObject *str_new = NULL;
-static PyTypeObject *last_conn_type = NULL;  /* borrowed; a type check cache */
-
 #define PB_Check(op) PyObject_TypeCheck(op, &PBType)
 
+/* Whether op is a ConnectionBase.  No cache of the last type seen: a borrowed
+ * pointer to it would go stale once that class is freed, and an unrelated type
+ * later allocated at the same address would pass (its instances then read as
+ * ConnObject); a strong one would run a type's deallocation, arbitrary code,
+ * in the middle of an attribute read.  tp_base is owned by op's type, which op
+ * keeps alive; Connection is a direct subclass, so the walk of the MRO is rare. */
 static inline int
 is_conn(PyObject *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
-    if (tp == last_conn_type) {
-        return 1;
-    }
-    if (PyType_IsSubtype(tp, &ConnType)) {
-        last_conn_type = tp;
-        return 1;
-    }
-    return 0;
+    return tp == &ConnType || tp->tp_base == &ConnType || PyType_IsSubtype(tp, &ConnType);
 }
 
 /* -- the recent-objects list ------------------------------------------------ */
@@ -302,32 +299,16 @@ recent_traverse(RecentObject *self, visitproc visit, void *arg)
 static int
 recent_clear(RecentObject *self)
 {
-    /* Detach everything first: releasing a reference may run code that
-     * touches this list again. */
-    Py_ssize_t count = self->length, index = 0;
-    PBObject **held;
-    PBObject *obj = self->first;
-    if (count == 0) {
-        return 0;
+    /* One object at a time, the list consistent at every step: releasing a
+     * reference may run code (__del__, weakref callbacks) that moves, adds or
+     * drops objects of this very list.  (No detached copy either: allocating
+     * one can fail, and a list freed with objects still pointing to it would
+     * leave them a dangling ring.) */
+    PBObject *obj;
+    while ((obj = self->first) != NULL) {
+        ring_unlink(self, obj);
+        Py_DECREF(obj);
     }
-    held = PyMem_Malloc(sizeof(PBObject *) * (size_t)count);
-    if (held == NULL) {
-        /* Cannot happen in practice; leak rather than crash. */
-        return 0;
-    }
-    while (obj != NULL) {
-        PBObject *next = obj->next;
-        obj->prev = obj->next = NULL;
-        obj->ring = NULL;
-        held[index++] = obj;
-        obj = next;
-    }
-    self->first = self->last = NULL;
-    self->length = 0;
-    for (Py_ssize_t i = 0; i < index; i++) {
-        Py_DECREF(held[i]);
-    }
-    PyMem_Free(held);
     return 0;
 }
 
@@ -532,8 +513,19 @@ static int
 is_tracked(PyObject *name)
 {
     const Py_UCS1 *data;
-    if (!PyUnicode_Check(name) || !PyUnicode_IS_COMPACT_ASCII(name)) {
-        return PyUnicode_Check(name);
+    if (!PyUnicode_Check(name)) {
+        return 0;  /* PyObject_GenericGetAttr raises the TypeError */
+    }
+    if (!PyUnicode_IS_COMPACT_ASCII(name)) {
+        /* Non-ASCII names ("_p_\u00e9") and str subclasses: the same rule as
+         * persistent.py's name[:3] != "_p_" and name not in _UNTRACKED. */
+        if (PyUnicode_GET_LENGTH(name) >= 3 && PyUnicode_READ_CHAR(name, 0) == '_'
+            && PyUnicode_READ_CHAR(name, 1) == 'p' && PyUnicode_READ_CHAR(name, 2) == '_') {
+            return 0;
+        }
+        return PyUnicode_CompareWithASCIIString(name, "__repr__") != 0
+            && PyUnicode_CompareWithASCIIString(name, "__class__") != 0
+            && PyUnicode_CompareWithASCIIString(name, "__setstate__") != 0;
     }
     data = PyUnicode_1BYTE_DATA(name);
     if (PyUnicode_GET_LENGTH(name) < 3 || data[0] != '_') {
@@ -652,6 +644,11 @@ static void
 pb_dealloc(PBObject *self)
 {
     PyObject_GC_UnTrack(self);
+    if (self->ring != NULL) {
+        /* Cannot happen (a list holds a reference to each of its objects);
+         * if it ever does, the list must not keep a pointer to freed memory. */
+        ring_unlink(self->ring, self);
+    }
     pb_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -742,7 +739,12 @@ bnode_search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         position = low;
-        if (position < PySequence_Size(items)) {
+        /* Again: a comparison may have run code that changed the list. */
+        high = PySequence_Size(items);
+        if (high < 0) {
+            goto fail_items;
+        }
+        if (position < high) {
             PyObject *item = PySequence_GetItem(items, position), *item_key, *equal;
             int found;
             if (item == NULL) {
@@ -785,6 +787,11 @@ bnode_search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto fail_node;
         }
         Py_SETREF(node, child);
+        /* A tree whose nodes form a cycle loops forever, as BNode.search
+         * does; like it, stay interruptible (Ctrl-C). */
+        if (PyErr_CheckSignals() < 0) {
+            goto fail_node;
+        }
         continue;
     fail_items:
         Py_DECREF(items);
