@@ -13,15 +13,20 @@ from types import ModuleType
 from typing import Any
 
 from durus.cli_common import (
+    ClientSecurity,
     CliError,
     CommandParser,
     add_address_options,
+    add_security_options,
+    client_security,
     describe_address,
+    make_address,
     non_negative_int,
     open_storage,
     parse,
     run_command,
 )
+from durus.cli_connect import CONNECT_HANDSHAKE_TIMEOUT, close_quietly, open_durus_connection
 
 __all__ = ["client_main", "configure_readline", "interactive_client"]
 
@@ -66,6 +71,7 @@ def build_parser(prog: str = "durus -c") -> argparse.ArgumentParser:
         help="a Python file run in the console's namespace before the first prompt "
         "(default: $DURUSSTARTUP)",
     )
+    add_security_options(parser)
     return parser
 
 
@@ -96,20 +102,25 @@ def configure_readline(namespace: dict[str, Any], history_path: str) -> None:
     atexit.register(save_history)
 
 
-def connect_to_server(address: Any, wait: float = 0) -> Any:
-    """A ``ClientStorage`` on the server at ``address``, or ``CliError``."""
+def connect_to_server(
+    address: Any, wait: float = 0, security: ClientSecurity | None = None
+) -> Any:
+    """A ``ClientStorage`` on the Durus server at ``address``, or ``CliError``.
+
+    A connection of its own first checks that a Durus server answers there
+    (``durus.cli_connect``), so a wrong address fails within seconds.
+    """
     from durus.client_storage import ClientStorage
     from durus.error import DurusError
+    from durus.wire_protocol import AuthenticationError
 
+    security = security or ClientSecurity()
     where = describe_address(address)
     deadline = time.monotonic() + wait
     while True:
-        try:
-            probe = address.get_connected_socket()
-        except OSError as error:
-            raise CliError(f"cannot connect to {where}: {error.strerror or error}") from None
+        probe = open_durus_connection(address, security, CONNECT_HANDSHAKE_TIMEOUT)
         if probe is not None:
-            probe.close()
+            close_quietly(probe)
             break
         if time.monotonic() >= deadline:
             raise CliError(
@@ -118,7 +129,10 @@ def connect_to_server(address: Any, wait: float = 0) -> Any:
             )
         time.sleep(0.2)
     try:
-        return ClientStorage(address=address)
+        return ClientStorage(address=address, ssl_context=security.ssl_context,
+                             secret=security.secret)
+    except AuthenticationError as error:
+        raise CliError(str(error)) from None
     except (OSError, DurusError, EOFError) as error:
         raise CliError(
             f"{where} does not answer as a Durus server: {error or type(error).__name__}"
@@ -144,6 +158,7 @@ def interactive_client(
     startup: str | None,
     storage_class: str | None = None,
     wait: float = 0,
+    security: ClientSecurity | None = None,
 ) -> None:
     """Open the storage (``file``, else the server at ``address``) and run the console."""
     from durus.connection import Connection
@@ -159,7 +174,7 @@ def interactive_client(
         description = f"{file}{' (read-only)' if readonly else ''}"
     else:
         socket_address = SocketAddress.new(address)
-        storage = connect_to_server(socket_address, wait)
+        storage = connect_to_server(socket_address, wait, security)
         description = describe_address(socket_address)
     try:
         try:
@@ -203,13 +218,17 @@ def client_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _client(options: argparse.Namespace) -> None:
+    security = None
     if options.file is None:
         if options.readonly or options.repair:
             raise CliError("--readonly and --repair apply to --file only")
-        address = getattr(options, "address", None) or (options.host, options.port)
+        address = make_address(options)
+        security = client_security(options, address)
     else:
+        if options.tls_ca or options.secret_file:
+            raise CliError("--tls-ca and --secret-file apply to a server, not to --file")
         address = None
     interactive_client(
         options.file, address, options.cache_size, options.readonly, options.repair,
-        options.startup, options.storage_class, wait=options.wait,
+        options.startup, options.storage_class, wait=options.wait, security=security,
     )
