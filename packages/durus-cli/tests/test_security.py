@@ -106,6 +106,10 @@ def test_a_server_with_tls_and_a_secret(durus, tmp_path, certificate):
                                        "--secret-file", secret)
     assert "n is 2" in commit_and_read(durus, "--host", "localhost", "--port", port,
                                        "--tls-ca", cert, "--secret-file", secret)
+    assert one_error_line(durus.run("-p", "--port", port)) == tls_needed
+    packed = durus.run("-p", "--port", port, "--tls-ca", cert, "--secret-file", secret)
+    assert packed.returncode == 0, packed.stderr
+    assert "to pack" in packed.stdout
     stopped = durus.run("-s", "--stop", "--port", port, "--tls-ca", cert,
                         "--secret-file", secret)
     assert stopped.returncode == 0, stopped.stderr
