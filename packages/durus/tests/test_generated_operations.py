@@ -444,7 +444,7 @@ def test_generated_operations(storage_kind):
     gc.disable()
     try:
         run_state_machine_as_test(
-            machine, settings=gs.example_settings(8, stateful_step_count=15)
+            machine, settings=gs.example_settings(10, stateful_step_count=20)
         )
     finally:
         gc.enable()
