@@ -60,6 +60,12 @@ def build_parser(prog: str = "durus -s") -> argparse.ArgumentParser:
         "(default: 0, never)",
     )
     parser.add_argument(
+        "--create-root", action="store_true",
+        help="write the root object of a new, empty database before serving, so that "
+        "no client ever finds it rootless (then a client's root_class cannot choose "
+        "the root's class, and a new database's first oid is 1)",
+    )
+    parser.add_argument(
         "--logfile", default=None, metavar="FILE",
         help="append the log to FILE (default: standard error)",
     )
@@ -176,12 +182,14 @@ def start_durus(
     *,
     ssl_context: Any = None,
     secret: bytes | None = None,
+    create_root: bool = False,
 ) -> None:
     """Log to ``logfile`` (None: stderr) and serve ``storage`` at ``address`` until stopped.
 
     Returns when a client sends the quit request (``durus -s --stop``) or on
     Control-C / SIGTERM; the storage is closed either way (a temporary file is
-    removed).  ``ssl_context`` and ``secret`` are those of ``StorageServer``.
+    removed).  ``ssl_context``, ``secret`` and ``create_root`` are those of
+    ``StorageServer``.
     """
     from durus.storage_server import SocketAddress, StorageServer
 
@@ -195,7 +203,8 @@ def start_durus(
         if get_filename is not None:
             logger.info("Storage file=%s address=%s", get_filename(), socket_address)
         server = StorageServer(storage, address=socket_address, gcbytes=gcbytes,
-                               ssl_context=ssl_context, secret=secret)
+                               ssl_context=ssl_context, secret=secret,
+                               create_root=create_root)
         server.serve()
     except KeyboardInterrupt:
         logger.info("Stopped by a signal.")
@@ -278,7 +287,7 @@ def _serve(options: argparse.Namespace) -> int:
                            f"{error.strerror or error}") from None
         sys.stdout = sys.stderr = stream
     start_durus(options.logfile, options.logginglevel, address, storage, options.gcbytes,
-                ssl_context=ssl_context, secret=secret)
+                ssl_context=ssl_context, secret=secret, create_root=options.create_root)
     return 0
 
 
