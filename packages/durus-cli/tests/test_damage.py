@@ -298,6 +298,7 @@ def test_info_of_a_file_cut_inside_its_packed_base(durus, original, tmp_path):
     assert verify.returncode == 1
     assert "the file ends inside its initial transaction" in verify.stdout
     assert "no objects yet" not in verify.stdout
+    assert f"to save what can be read: durus recover {path} NEW_FILE" in verify.stdout
 
 
 def test_a_zero_length_file_and_a_foreign_file(durus, tmp_path):

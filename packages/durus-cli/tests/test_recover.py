@@ -123,6 +123,7 @@ def test_verify_calls_the_copy_healthy_but_for_its_dangling_references(durus, cu
     assert sections[-1].startswith("DAMAGED")
     assert "structural damage" not in verify.stdout
     assert "unpicklable" not in verify.stdout
+    assert "durus recover" not in verify.stdout  # recovering again would change nothing
 
 
 def test_a_healthy_file_is_copied_whole(durus):

@@ -36,6 +36,8 @@ from durus.storage_url import is_storage_url, sqlite_path
 __all__ = ["Walk", "census_main", "convert_main", "info_main", "verify_main"]
 
 EXIT_DAMAGED = 1
+#: Problems ``durus recover`` would copy as they are: no point suggesting it for these.
+_NOT_RECOVERED = ("dangling references", "objects whose classes cannot be imported")
 
 
 def _oid_number(oid: bytes) -> int:
@@ -259,7 +261,7 @@ def _verify(options: argparse.Namespace) -> int:
         if len(messages) > options.max_reports:
             print(f"  ... and {len(messages) - options.max_reports} more")
     if total:
-        if not isinstance(scan, StorageScan):
+        if not isinstance(scan, StorageScan) and set(problems) - set(_NOT_RECOVERED):
             print(f"to save what can be read: durus recover {options.file} NEW_FILE")
         print(f"DAMAGED: {total} problem{'s' if total != 1 else ''} found")
         return EXIT_DAMAGED

@@ -351,11 +351,11 @@ def _report(options: argparse.Namespace, scan: ScanResult, salvage: Salvage) -> 
         sources = len({r for refs in referrers.values() for r in refs})
         print(f"dangling references: {dangling}, from {sources} surviving object"
               f"{'s' if sources != 1 else ''} to {len(referrers)} lost "
-              f"object{'s' if len(referrers) != 1 else ''}; {options.new} keeps them as they "
-              "are: touching one raises ReadConflictError naming the lost oid, and no new "
-              "object is given a lost oid. Remove those references before packing "
-              f"{options.new} (a pack frees the oids of missing records); `durus verify "
-              f"{options.new}` lists them.")
+              f"object{'s' if len(referrers) != 1 else ''}")
+        print(f"  {options.new} keeps them as they are: touching one raises "
+              "ReadConflictError naming the lost oid,\n  and no new object is ever given a "
+              "lost oid; remove the references before packing it\n  (a pack frees the oids "
+              f"of missing records): `durus verify {options.new}` lists them")
 
 
 def recover_main(argv: Sequence[str] | None = None) -> int:
