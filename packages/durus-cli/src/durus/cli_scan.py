@@ -6,7 +6,10 @@ formats are read with durus-filestorage's readers (``durus.shelf_format`` for
 SHELF-1, ``durus.file_storage2`` for legacy DFS20) and with
 ``durus.cli_durus43_sqlite`` for Durus 4.3's SQLite databases.  A scan never
 raises on damage: every problem found is recorded with the offset where it was
-found, and the rest of the file is still used when it can be.
+found, and the rest of the file is still used when it can be.  A damaged
+SHELF-1 file is reported once, at its first damage, and then indexed with
+``durus.shelf_salvage`` (every item still readable, past the damage), so that
+the tools count and check what is left instead of an empty index.
 """
 
 from __future__ import annotations
