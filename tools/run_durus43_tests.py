@@ -37,19 +37,21 @@ from fetch_durus43_sdist import FetchError, fetch  # noqa: E402
 
 
 def load_exceptions(path: pathlib.Path = EXCEPTIONS_FILE) -> tuple[dict[str, str], dict[str, str]]:
-    """The deliberate exceptions, test id -> reason, and the names we deliberately do
-    not provide that test modules import, ``module.Name`` -> reason."""
+    """The deliberate exceptions, test id -> reason (``[exceptions]`` and
+    ``[deliberate_fixes]``), and the names we deliberately do not provide that
+    test modules import, ``module.Name`` -> reason."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     document = tomllib.loads(path.read_text(encoding="utf-8"))
-    tables = document.get("exceptions", {}), document.get("absent_names", {})
+    tables = (document.get("exceptions", {}), document.get("absent_names", {}),
+              document.get("deliberate_fixes", {}))
     for table in tables:
         for key, reason in table.items():
             if not isinstance(reason, str) or not reason.strip():
                 raise SystemExit(f"{path}: the entry {key!r} needs a reason")
-    return dict(tables[0]), dict(tables[1])
+    return {**tables[0], **tables[2]}, dict(tables[1])
 
 
 def extract_tests(sdist: pathlib.Path, lib_dir: pathlib.Path) -> pathlib.Path:

@@ -68,3 +68,15 @@ def test_length_prefixed_strings_through_send_and_recv():
     assert read(sender, 11) == b"hello world"
     with pytest.raises(ShortRead):
         read(sender, 1)
+
+
+def test_length_prefixed_writes_take_a_str_as_latin1_bytes():
+    # Durus 4.3's utest_file_storage check_bad_record_size writes a str this way.
+    from durus.utils import read_int4_str, read_int8_str, write_int8_str
+
+    stream = io.BytesIO()
+    write_int4_str(stream, "ok\xe9")
+    write_int8_str(stream, "caf\xe9")
+    stream.seek(0)
+    assert read_int4_str(stream) == b"ok\xe9"
+    assert read_int8_str(stream) == b"caf\xe9"

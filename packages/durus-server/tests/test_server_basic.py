@@ -375,3 +375,29 @@ def test_first_clients_opening_a_new_database_at_once_all_succeed(start_server, 
     check = server.connection()
     assert sorted(check.get_root()) == [f"client{i}" for i in range(6)]
     check.storage.close()
+
+
+def test_a_socket_put_in_place_of_the_clients_speaks_plain_protocol_1(start_server):
+    # Durus 4.3's utest_client_storage replaces ClientStorage.s with an object
+    # answering in protocol 1; ours reads it through its recv(), without extensions.
+    from durus.connection import Connection
+    from durus.error import ProtocolError, WriteConflictError
+
+    server = start_server()
+    storage = server.client()
+    connection = Connection(storage)
+    ours, theirs = socket.socketpair()
+    storage.s = ours
+    assert storage.s is ours
+    theirs.sendall(b"\0\0\0\0" + STATUS_INVALID)  # no invalidations, then a refusal
+    connection.get_root()._p_note_change()
+    with pytest.raises(WriteConflictError):
+        connection.commit()
+    assert theirs.recv(1) == b"C"  # protocol 1's commit, not the extension's X
+    theirs.sendall(b"\0\0\0\0")  # the abort's sync: no invalidations
+    connection.abort()
+    theirs.sendall(b"?")
+    with pytest.raises(ProtocolError):
+        storage.load(b"\0" * 8)
+    storage.close()
+    theirs.close()

@@ -25,6 +25,7 @@ from durus.shelf_errors import (
     FileLockedError,
     FileStorageError,
     LegacyFormatError,
+    StorageClosedError,
 )
 from durus.shelf_index import OidBitmap
 from durus.shelf_packer import ProgressCallback, ShelfPacker
@@ -39,6 +40,7 @@ __all__ = [
     "FileStorage",
     "FileStorageError",
     "LegacyFormatError",
+    "StorageClosedError",
     "TempFileStorage",
 ]
 
@@ -99,6 +101,8 @@ class FileStorage(Storage):
             raise DurusKeyError(oid)
         position = shelf.position_of(int.from_bytes(oid, "big"))
         if not position:
+            if shelf.closed:
+                raise StorageClosedError(f"{shelf.path!r} is closed")
             raise DurusKeyError(oid)
         name, record = shelf.read_item(position)
         if name != oid:
@@ -233,19 +237,21 @@ class FileStorage(Storage):
         """An incremental pack: each ``next()`` does a little of the work.
 
         Empty (nothing to do) when a commit is being built, a pack is already
-        running, the storage is temporary or read-only, or there is no root.
+        running, the storage is temporary or read-only, or there is no root;
+        ``StorageClosedError`` (a ``ValueError``) once the storage is closed.
         ``progress(phase, done, total)`` is called as the pack advances.  The
         previous file becomes ``F.prepack``, replacing an older one as in Durus
         4.3 (a server packing every ``gcbytes`` must not pile up copies of the
         database); ``keep_backups`` keeps that older one as ``F.prepack.N``.
         """
         shelf = self.shelf
+        if shelf.closed:
+            raise StorageClosedError(f"{shelf.path!r} is closed: it cannot be packed")
         if (
             self.pending_records
             or self.pack_extra is not None
             or shelf.temporary
             or shelf.readonly
-            or shelf.closed
         ):
             return iter(())
         if not shelf.position_of(0):

@@ -159,9 +159,11 @@ def read_int8_str(f: Any) -> bytes:
     return read(f, read_int8(f))
 
 
-def write_int4_str(f: Any, s: bytes) -> None:
-    write(f, _int4.pack(len(s)) + s)
+def write_int4_str(f: Any, s: bytes | str) -> None:
+    data = as_bytes(s)  # a str as latin-1, as write() takes it
+    write(f, _int4.pack(len(data)) + data)
 
 
-def write_int8_str(f: Any, s: bytes) -> None:
-    write(f, _int8.pack(len(s)) + s)
+def write_int8_str(f: Any, s: bytes | str) -> None:
+    data = as_bytes(s)
+    write(f, _int8.pack(len(data)) + data)
