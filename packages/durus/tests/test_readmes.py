@@ -66,6 +66,19 @@ def test_root_readme_shell_commands_are_the_ones_tested():
     assert "\ntox -p auto\n" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_tox_never_downloads_an_interpreter():
+    # Without it, a CPython missing from PATH made uv try a download, which
+    # failed with a DNS error naming no interpreter (checked by hand: with it,
+    # uv says "No interpreter found for CPython 3.10" and the env fails at once).
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    settings = [line.replace(" ", "") for line in tox["testenv"]["set_env"].splitlines()]
+    assert "UV_PYTHON_DOWNLOADS=never" in settings
+    assert tox["tox"]["skip_missing_interpreters"] == "false"
+
+
 def run_in_a_fresh_venv(command: str, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
     """``command`` (a README line) from the root of the clone, with ``python3`` and the
     commands it installs taken from a new virtual environment, as a new user would."""
