@@ -211,7 +211,13 @@ class FileStorage(Storage):
         return list(result)
 
     def _follow_replacement(self) -> list[bytes]:
-        """A pack replaced the file under a read-only storage: switch to the new one."""
+        """A pack replaced the file under a read-only storage: switch to the new one.
+
+        Every object of either file is reported changed: the writer may have
+        committed into files this reader never opened (packs in a row), and
+        positions in two files say nothing about whether a record differs.
+        Packs are rare; the cost is one reload per cached object afterwards.
+        """
         old = self.shelf
         changed = set(old.refresh())
         try:
@@ -219,11 +225,8 @@ class FileStorage(Storage):
         except (OSError, FileFormatError) as error:
             logger.debug("%r was replaced but cannot be opened yet: %s", old.path, error)
             return [int8_to_str(n) for n in changed]
-        for name, _position in old.iterindex():
-            n = int.from_bytes(name, "big")
-            if not new.position_of(n):
-                changed.add(n)
-        changed.update(n for n, _position in new.index.items())
+        for shelf in (old, new):
+            changed.update(int.from_bytes(name, "big") for name, _position in shelf.iterindex())
         self.shelf = new
         old.close()
         logger.info("%r was packed by its writer: following the new file", new.path)
