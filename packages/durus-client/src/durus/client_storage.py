@@ -72,7 +72,6 @@ __all__ = [
 _int4_from = int.from_bytes
 
 
-
 class _RecvReader:
     """``read(n)`` over an object that has only ``recv()`` (see ``ClientStorage.s``)."""
 
@@ -91,6 +90,7 @@ class _RecvReader:
 
     def close(self) -> None:
         pass
+
 
 class ClientStorage(Storage):
     """A storage served by a ``StorageServer`` (or a Durus 4.3 server).
