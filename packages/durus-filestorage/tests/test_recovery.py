@@ -185,13 +185,50 @@ def test_zero_filled_tail_reads_as_empty_transactions(tmp_path):
     storage.close()
 
 
-def test_empty_file_is_refused(tmp_path):
+def test_an_empty_file_opened_writable_becomes_a_new_database(tmp_path):
+    # As in Durus 4.3 (utest_file_storage check_open_empty): mkstemp, then open.
     path = tmp_path / "empty.durus"
     path.write_bytes(b"")
-    for readonly in (False, True):
-        with pytest.raises(FileFormatError, match="empty file"):
-            FileStorage(str(path), readonly=readonly)
+    with pytest.raises(FileFormatError, match="empty file"):
+        FileStorage(str(path), readonly=True)  # a reader writes nothing
     assert path.read_bytes() == b""
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    connection.get_root()["x"] = 1
+    connection.commit()
+    storage.close()
+    reader = FileStorage(str(path), readonly=True)
+    assert Connection(reader).get_root()["x"] == 1
+    reader.close()
+
+
+def test_format_errors_are_assertion_errors_too_as_in_durus_4_3(tmp_path):
+    # utest_file_storage check_short_magic / check_wrong_magic catch AssertionError.
+    for content in (b"b", b"bogusbogus"):
+        path = tmp_path / "bogus.durus"
+        path.write_bytes(content)
+        with pytest.raises(AssertionError):
+            FileStorage(str(path))
+        with pytest.raises(FileFormatError):
+            FileStorage(str(path))
+        assert path.read_bytes() == content
+
+
+def test_a_closed_storage_refuses_loads_and_packs_with_value_error(tmp_path):
+    from durus.file_storage import StorageClosedError
+
+    path = str(tmp_path / "closed.durus")
+    connection = Connection(FileStorage(path))
+    connection.get_root()["x"] = 1
+    connection.commit()
+    storage = connection.storage
+    storage.close()
+    for call in (lambda: storage.load(b"\0" * 8), lambda: storage.load(b"\0\0\0\0\0\0\0\x09"),
+                 storage.pack):
+        with pytest.raises(StorageClosedError, match="closed"):
+            call()
+    assert issubclass(StorageClosedError, ValueError)  # what Durus 4.3 raised
+    assert sorted(os.listdir(tmp_path)) == ["closed.durus", "closed.durus.index"]
 
 
 def test_a_directory_is_refused(tmp_path):

@@ -227,6 +227,19 @@ def test_object_dictionary_and_reference_container():
         Cache(0)
 
 
+def test_object_dictionary_deletes_a_live_entry_at_once():
+    # Durus 4.3's utest_connection TestObjectDictionary.b.
+    objects = ObjectDictionary()
+    leaf = Leaf()
+    objects[b"k"] = leaf
+    del objects[b"k"]
+    assert objects.get(b"k") is None and b"k" not in objects
+    assert len(objects) == 0 and list(objects) == []
+    del objects[b"absent"]  # as Durus 4.3: no KeyError
+    objects[b"k"] = leaf
+    assert objects.get(b"k") is leaf and len(objects) == 1
+
+
 def test_get_crawler_loads_everything_reachable():
     storage = MemoryStorage()
     writer = Connection(storage)

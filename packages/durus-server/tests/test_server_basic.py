@@ -79,8 +79,7 @@ def test_commit_and_read_back_over_tcp(start_server):
     assert list(other.get_root()["list"]) == list(range(10))
     assert other.get_root()["dict"]["a"] == 1
     stats = other.storage.get_server_stats()
-    # The server wrote the root itself at start: one client commit.
-    assert stats["commits"] == 1 and stats["clients"] == 2
+    assert stats["commits"] == 2 and stats["clients"] == 2  # the root's and ours
     connection.storage.close()
     other.storage.close()
 
@@ -171,7 +170,7 @@ def test_dot_is_a_silent_goodbye(start_server, raw_session):
 
 
 def test_pack_on_an_empty_database_is_refused(start_server, raw_session, recv_exact):
-    server = start_server(create_root=False)  # Durus 4.3's rootless new database
+    server = start_server()  # a new database: rootless, as in Durus 4.3
     sock = raw_session(server.address, hello=True)
     sock.sendall(b"P")
     assert recv_exact(sock, 1) == b"E"
@@ -305,9 +304,9 @@ def test_socket_activation(tmp_path):
 
 
 def test_a_new_database_gets_its_root_before_any_client(start_server):
-    # Two first clients used to race to create the root, and the loser failed
-    # ("the database has no root yet and another client is creating it").
-    server = start_server()
+    # create_root=True (durus -s --create-root): no client ever finds the
+    # database rootless, Durus 4.3's clients included.
+    server = start_server(create_root=True)
     storage = server.client()
     record = storage.load(b"\0" * 8)  # before any Connection: the server wrote it
     assert record[:8] == b"\0" * 8 and b"PersistentDict" in record
@@ -323,10 +322,10 @@ def test_a_new_database_gets_its_root_before_any_client(start_server):
         connection.storage.close()
 
 
-def test_create_root_false_keeps_a_new_database_rootless(start_server, tmp_path):
+def test_by_default_a_new_database_stays_rootless_as_in_durus_4_3(start_server, tmp_path):
     from durus.error import DurusKeyError
 
-    server = start_server(create_root=False)
+    server = start_server()
     storage = server.client()
     with pytest.raises(DurusKeyError):
         storage.load(b"\0" * 8)
@@ -334,11 +333,15 @@ def test_create_root_false_keeps_a_new_database_rootless(start_server, tmp_path)
     storage.close()
 
 
-def test_first_clients_opening_a_new_database_at_once_all_succeed(start_server):
+@pytest.mark.parametrize("create_root", [False, True])
+def test_first_clients_opening_a_new_database_at_once_all_succeed(start_server, create_root):
+    # The first clients used to race to create the root, and the losers failed
+    # ("the database has no root yet and another client is creating it"): now
+    # they wait for the root the winner commits (or the server wrote it).
     import subprocess
     import sys
 
-    server = start_server()
+    server = start_server(create_root=create_root)
     program = (
         "import sys\n"
         "from durus.client_storage import ClientStorage\n"
@@ -372,3 +375,29 @@ def test_first_clients_opening_a_new_database_at_once_all_succeed(start_server):
     check = server.connection()
     assert sorted(check.get_root()) == [f"client{i}" for i in range(6)]
     check.storage.close()
+
+
+def test_a_socket_put_in_place_of_the_clients_speaks_plain_protocol_1(start_server):
+    # Durus 4.3's utest_client_storage replaces ClientStorage.s with an object
+    # answering in protocol 1; ours reads it through its recv(), without extensions.
+    from durus.connection import Connection
+    from durus.error import ProtocolError, WriteConflictError
+
+    server = start_server()
+    storage = server.client()
+    connection = Connection(storage)
+    ours, theirs = socket.socketpair()
+    storage.s = ours
+    assert storage.s is ours
+    theirs.sendall(b"\0\0\0\0" + STATUS_INVALID)  # no invalidations, then a refusal
+    connection.get_root()._p_note_change()
+    with pytest.raises(WriteConflictError):
+        connection.commit()
+    assert theirs.recv(1) == b"C"  # protocol 1's commit, not the extension's X
+    theirs.sendall(b"\0\0\0\0")  # the abort's sync: no invalidations
+    connection.abort()
+    theirs.sendall(b"?")
+    with pytest.raises(ProtocolError):
+        storage.load(b"\0" * 8)
+    storage.close()
+    theirs.close()

@@ -75,7 +75,7 @@ def test_concurrent_commits_share_flushes(start_server):
     for thread in threads:
         thread.join(120)
     stats = setup.storage.get_server_stats()
-    assert stats["commits"] == 1 + 4 * 60  # setup and the writers (the server made the root)
+    assert stats["commits"] == 2 + 4 * 60
     assert stats["group_commits"] > 0  # some flushes covered several commits
     assert stats["flushes"] < stats["commits"]
     setup.abort()
@@ -121,7 +121,7 @@ def test_automatic_pack_that_cannot_start_waits_for_another_gcbytes(start_server
     # gcbytes committed, instead of retrying (and logging) on every loop round.
     from durus.serialize import pack_record
 
-    server = start_server(gcbytes=200, fsync=False, pack_slice=0, create_root=False)
+    server = start_server(gcbytes=200, fsync=False, pack_slice=0)
     storage = server.client()
     storage.new_oid()  # oid 0, the root's: never stored here
     oid = storage.new_oid()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -235,12 +236,7 @@ class Kind:
             server.wait(30)
         self._log.close()
         if isinstance(self.address, str):
-            with_dir = os.path.dirname(self.address)
-            for leftover in (self.address, with_dir):
-                try:
-                    (os.rmdir if leftover == with_dir else os.unlink)(leftover)
-                except OSError:
-                    pass
+            shutil.rmtree(os.path.dirname(self.address), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -209,10 +209,15 @@ def apply_op(root, objects, op):
 
 
 def _hashable(value):
+    """Hashable, with no persistent object inside: set elements and keys hold none."""
     try:
         hash(value)
     except TypeError:
         return False
+    if isinstance(value, PersistentObject):
+        return False
+    if isinstance(value, (tuple, frozenset)):
+        return all(_hashable(x) for x in value)
     return True
 
 

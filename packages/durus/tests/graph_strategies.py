@@ -214,11 +214,13 @@ def changes(draw, spec, max_ops=5):
             ops.append(["graph", draw(value)])
             continue
         i = draw(st.integers(0, len(existing) - 1))
-        ops.append(draw(_op_for(i, existing[i], value)))
+        ops.append(draw(op_for(i, existing[i], value)))
     return {"objects": new, "ops": ops}
 
 
-def _op_for(i, described, value):
+def op_for(i, described, value):
+    """An OP on object ``i``, described (by ``describe``) as ``described``: its keys and
+    attribute names are chosen among those it has, or new ones; ``value`` draws VALUEs."""
     cls = described["class"]
     if cls.endswith(("GraphAttrs", "GraphSlots")):
         names = graph_spec.SLOT_NAMES if cls.endswith("GraphSlots") else ATTR_NAMES

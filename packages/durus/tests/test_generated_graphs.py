@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import graph_spec
 import graph_strategies as gs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +20,9 @@ from durus.persistent_dict import PersistentDict
 from durus.persistent_list import PersistentList
 from durus.persistent_set import PersistentSet
 
+# Passing takes seconds; a failure is then shrunk, by replaying steps on real storages, for up
+# to Hypothesis's five minutes: past the default 300 s timeout, which would hide the example.
+pytestmark = pytest.mark.timeout(7200 if gs.LARGE else 900)
 describe = graph_spec.describe
 
 

@@ -57,21 +57,54 @@ def test_root_readme_shell_commands_are_the_ones_tested():
     assert commands == [
         "python3 -m pip install ./packages/durus-persistent ./packages/durus-filestorage"
         " && python3 examples/embedded.py",
+        "python3 -m pip install ./packages/durus-persistent ./packages/durus-filestorage"
+        " ./packages/durus-client ./packages/durus-server ./packages/durus-sqlstorage"
+        " ./packages/durus-cli ./packages/durus && durus --version",
         "python3 -m pip install tox tox-uv && tox -p auto",
     ]
     # The test command is what CI runs, verbatim.
     assert "\ntox -p auto\n" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_root_readme_embedded_install_works_in_a_fresh_venv(tmp_path):
+def test_tox_never_downloads_an_interpreter():
+    # Without it, a CPython missing from PATH made uv try a download, which
+    # failed with a DNS error naming no interpreter (checked by hand: with it,
+    # uv says "No interpreter found for CPython 3.10" and the env fails at once).
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    settings = [line.replace(" ", "") for line in tox["testenv"]["set_env"].splitlines()]
+    assert "UV_PYTHON_DOWNLOADS=never" in settings
+    assert tox["tox"]["skip_missing_interpreters"] == "false"
+
+
+def run_in_a_fresh_venv(command: str, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
+    """``command`` (a README line) from the root of the clone, with ``python3`` and the
+    commands it installs taken from a new virtual environment, as a new user would."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    python = str(venv / "bin" / "python")
-    command = shell_blocks(ROOT / "README.md")[0].strip().replace("python3", python)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(HOME=str(tmp_path), TMPDIR=str(tmp_path))  # the example's database goes there
-    result = subprocess.run(
-        command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(HOME=str(tmp_path), TMPDIR=str(tmp_path))  # databases go there
+    return subprocess.run(
+        command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env
     )
+
+
+def test_root_readme_embedded_install_works_in_a_fresh_venv(tmp_path):
+    result = run_in_a_fresh_venv(shell_blocks(ROOT / "README.md")[0].strip(), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("1 visit(s) recorded")
+
+
+def test_root_readme_durus_command_install_works_in_a_fresh_venv(tmp_path):
+    # `pip install ./packages/durus` alone once failed: its siblings are on no index.
+    result = run_in_a_fresh_venv(shell_blocks(ROOT / "README.md")[1].strip(), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = ["durus-cli", "durus-server", "durus-client", "durus-filestorage",
+             "durus-sqlstorage", "durus-persistent"]
+    # `durus --version` prints last, after pip's own lines: one "name version" per distribution.
+    versions = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines()[-6:])
+    assert sorted(versions) == sorted(names), result.stdout
+    assert all(version[0].isdigit() for version in versions.values()), versions

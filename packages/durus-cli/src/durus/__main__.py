@@ -1,8 +1,8 @@
 """The ``durus`` command (also ``python -m durus``, or this file run as a script).
 
 ``durus -s`` runs a storage server, ``durus -c`` opens an interactive console,
-``durus -p`` packs; ``durus info|verify|census|convert|pack`` inspect and
-maintain database files.  Durus 4.3's importable helpers keep their names here.
+``durus -p`` packs; ``durus info|verify|census|convert|recover|pack`` inspect
+and maintain database files.  Durus 4.3's importable helpers keep their names here.
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ Tools for database files:
   info FILE        format, size, objects, transactions, garbage, last change
   verify FILE      check every reachable record; exit status 1 if damaged
   census FILE      objects and bytes per class
-  convert OLD NEW  copy a legacy DFS20 or SQLite database into a SHELF-1 file
+  convert OLD NEW  copy a database between SHELF-1, SQLite and PostgreSQL, in any
+                   direction (legacy DFS20 files too); with only OLD, in place
+  recover BAD NEW  copy every object still readable in a damaged file into a
+                   new SHELF-1 file; report what was lost
   pack FILE        pack a file (same as -p --file FILE)
 
   --version        versions of the installed Durus distributions
@@ -77,6 +80,7 @@ def usage(stream: IO[str] | None = None) -> None:
 def _tools() -> dict[str, Callable[[Sequence[str] | None], int]]:
     from durus.cli_admin import census_main, convert_main, info_main, verify_main
     from durus.cli_pack import pack_main
+    from durus.cli_recover import recover_main
 
     return {
         "-s": run_durus_main,
@@ -86,6 +90,7 @@ def _tools() -> dict[str, Callable[[Sequence[str] | None], int]]:
         "verify": verify_main,
         "census": census_main,
         "convert": convert_main,
+        "recover": recover_main,
         "pack": pack_main,
     }
 

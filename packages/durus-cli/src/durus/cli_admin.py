@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import heapq
-import io
 import json
 import os
-import pickletools
 import shutil
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,14 +27,17 @@ from durus.cli_common import (
     run_command,
 )
 from durus.cli_progress import Progress, add_progress_options
+from durus.cli_records import Walk, check_state_pickle, damage_lines, split_data
 from durus.cli_scan import ROOT_OID, ScanResult, StorageScan, scan_file, scan_storage
 from durus.error import DurusError
 from durus.sql_errors import SqlStorageError
 from durus.storage_url import is_storage_url, sqlite_path
 
-__all__ = ["census_main", "convert_main", "info_main", "verify_main"]
+__all__ = ["Walk", "census_main", "convert_main", "info_main", "verify_main"]
 
 EXIT_DAMAGED = 1
+#: Problems ``durus recover`` would copy as they are: no point suggesting it for these.
+_NOT_RECOVERED = ("dangling references", "objects whose classes cannot be imported")
 
 
 def _oid_number(oid: bytes) -> int:
@@ -61,102 +60,6 @@ def open_scan(path: str) -> ScanResult:
     if scan.format == "empty":
         raise CliError(f"{path} is an empty file, not a Durus database")
     raise CliError(f"{path} is not a Durus database (unknown storage type)")
-
-
-# -- reading records ---------------------------------------------------------
-
-
-def split_data(data: bytes) -> tuple[str, bytes, bool]:
-    """``(class name, state pickle, compressed)`` of a record's data field.
-
-    Reads the pickles with ``pickletools`` (nothing is imported or executed);
-    ``ValueError`` if they are not well-formed.
-    """
-    class_name = "?"
-    stream = io.BytesIO(data)
-    try:
-        for opcode, arg, _position in pickletools.genops(stream):
-            if class_name == "?" and opcode.name in ("GLOBAL", "INST") and arg:
-                class_name = str(arg).replace(" ", ".")
-            if opcode.name == "STOP":
-                break
-        else:
-            raise ValueError("the class pickle has no end")
-    except ValueError:
-        raise
-    except Exception as error:
-        raise ValueError(f"the class pickle is malformed: {error}") from None
-    rest = data[stream.tell():]
-    compressed = False
-    if rest[:1] == b"\x78":
-        try:
-            rest = zlib.decompress(rest)
-            compressed = True
-        except zlib.error:
-            pass
-    return class_name, rest, compressed
-
-
-def check_state_pickle(state: bytes) -> None:
-    """``ValueError`` unless ``state`` is exactly one well-formed pickle."""
-    stream = io.BytesIO(state)
-    try:
-        for opcode, _arg, _position in pickletools.genops(stream):
-            if opcode.name == "STOP":
-                break
-        else:
-            raise ValueError("the state pickle has no end")
-    except ValueError as error:
-        raise ValueError(f"the state pickle is malformed: {error}") from None
-    except Exception as error:
-        raise ValueError(f"the state pickle is malformed: {error}") from None
-    if stream.tell() != len(state):
-        raise ValueError(f"{len(state) - stream.tell()} stray bytes follow the state pickle")
-
-
-def record_parts(record: bytes) -> tuple[bytes, list[bytes]]:
-    """``(data, refs)`` of a record already checked by the scanner."""
-    data_end = 12 + int.from_bytes(record[8:12], "big")
-    trailer = record[data_end:]
-    return record[12:data_end], [trailer[i:i + 8] for i in range(0, len(trailer), 8)]
-
-
-class Walk:
-    """Every object reachable from the root, in ascending oid order per frontier."""
-
-    def __init__(self, scan: ScanResult) -> None:
-        self.scan = scan
-        self.reachable = 0
-        self.live_bytes = 0
-        self.dangling: list[tuple[bytes, bytes]] = []  # (missing oid, referrer)
-        self.unreadable: list[tuple[bytes, str]] = []
-
-    def __iter__(self) -> Iterator[tuple[bytes, bytes, bytes, list[bytes]]]:
-        """``(oid, record, data, refs)`` of each readable reachable object."""
-        scan = self.scan
-        if ROOT_OID not in scan.index:
-            return
-        todo = [ROOT_OID]
-        seen = {ROOT_OID}
-        while todo:
-            oid = heapq.heappop(todo)
-            try:
-                record = scan.read_record(oid)
-            except (ValueError, OSError) as error:
-                self.unreadable.append((oid, str(error)))
-                continue
-            self.reachable += 1
-            self.live_bytes += scan.framing + len(record)
-            data, refs = record_parts(record)
-            for ref in refs:
-                if ref in seen:
-                    continue
-                seen.add(ref)
-                if ref in scan.index:
-                    heapq.heappush(todo, ref)
-                else:
-                    self.dangling.append((ref, oid))
-            yield oid, record, data, refs
 
 
 # -- info ---------------------------------------------------------------------
@@ -190,7 +93,9 @@ def gather_info(path: str, progress: bool | None = None) -> dict[str, Any]:
         with Progress("reading", total=len(scan.index), enabled=progress) as bar:
             for _item in walk:
                 bar.advance()
-        garbage = max(0, scan.size - walk.live_bytes - scan.overhead)
+        problems = len(scan.errors) + len(walk.dangling) + len(walk.unreadable)
+        # A damaged file's figures count only what could be read: no garbage estimate.
+        garbage = None if problems else max(0, scan.size - walk.live_bytes - scan.overhead)
         return {
             "file": display_name(path),
             "format": scan.format,
@@ -198,31 +103,39 @@ def gather_info(path: str, progress: bool | None = None) -> dict[str, Any]:
             "objects": walk.reachable,
             "stored_oids": len(scan.index),
             "object_versions": scan.items,
-            "transactions": None if scan.format == "SQLite" else scan.transactions,
+            "transactions": (None if scan.format == "SQLite" or scan.damaged
+                             else scan.transactions),
             "garbage_bytes": garbage,
             "last_change": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(scan.mtime)),
-            "problems": len(scan.errors) + len(walk.dangling) + len(walk.unreadable),
+            "problems": problems,
+            "damaged": bool(problems),
             "incomplete_tail": any(f.kind == "incomplete-tail" for f in scan.findings),
         }
 
 
-def _info(options: argparse.Namespace) -> None:
+def _info(options: argparse.Namespace) -> int:
     facts = gather_info(options.file, options.progress)
+    status = EXIT_DAMAGED if facts["damaged"] else 0
     if options.json:
         print(json.dumps(facts, indent=2, sort_keys=True))
-        return
-    size = facts["size"]
-    share = f", {100 * facts['garbage_bytes'] / size:.0f}% of the file" if size else ""
+        return status
+    size, damaged = facts["size"], facts["damaged"]
+    share = (f", {100 * facts['garbage_bytes'] / size:.0f}% of the file" if size and not damaged
+             else "")
+    unknown = "unknown: the file is damaged"
     lines = [
         ("file", facts["file"]),
         ("format", FORMAT_NAMES.get(facts["format"], facts["format"])),
         ("size", format_bytes(size)),
         ("objects", f"{facts['objects']} reachable from the root"
-                    f" ({facts['stored_oids']} oids stored)"),
-        ("transactions", "not recorded by SQLite storages" if facts["transactions"] is None
+                    + (f" could be read ({facts['stored_oids']} oids readable)" if damaged
+                       else f" ({facts['stored_oids']} oids stored)")),
+        ("transactions", unknown if damaged and facts["format"] != "SQLite"
+                         else "not recorded by SQLite storages" if facts["transactions"] is None
                          else f"{facts['transactions']} ({facts['object_versions']} object "
                          "versions written)"),
-        ("garbage", f"about {format_bytes(facts['garbage_bytes'])}{share}; "
+        ("garbage", unknown if damaged
+                    else f"about {format_bytes(facts['garbage_bytes'])}{share}; "
                     + ("`durus pack` removes the unreachable objects"
                        if facts["format"] == "SQLite" else "`durus pack` reclaims it")),
         ("last change", f"{facts['last_change']} (file modification time)"),
@@ -230,11 +143,12 @@ def _info(options: argparse.Namespace) -> None:
     if facts["incomplete_tail"]:
         lines.append(("note", "the file ends with an incomplete transaction "
                               "(`durus verify` says more)"))
-    if facts["problems"]:
-        lines.append(("problems", f"{facts['problems']} found: run `durus verify "
-                                  f"{facts['file']}`"))
+    if damaged:
+        lines.append(("problems", f"{facts['problems']} found: the file is DAMAGED; `durus "
+                                  f"verify {facts['file']}` lists them"))
     for label, value in lines:
         print(f"{label + ':':14}{value}")
+    return status
 
 
 def info_main(argv: Sequence[str] | None = None) -> int:
@@ -278,8 +192,8 @@ def _make_loader() -> Callable[[bytes], None]:
 
     def load(data: bytes) -> None:
         reader = ObjectReader(None)  # a fresh one: a failed load may leave state behind
-        reader.get_ghost(data)
-        reader.get_state(data)
+        ghost = reader.get_ghost(data)
+        type(ghost).__setstate__(ghost, reader.get_state(data))  # as Connection.load_state
 
     return load
 
@@ -295,8 +209,8 @@ def _verify(options: argparse.Namespace) -> int:
     missing_modules: dict[str, list[Any]] = {}
     with _open_source(options.file) as scan:
         warnings = [f for f in scan.findings if f.severity == "warning"]
-        for finding in scan.errors:
-            report("structural damage", str(finding).removeprefix("error: "))
+        for line in damage_lines(scan):
+            report("structural damage", line)
         walk = Walk(scan)
         checked = 0
         with Progress("verifying", total=len(scan.index), enabled=options.progress) as bar:
@@ -334,7 +248,7 @@ def _verify(options: argparse.Namespace) -> int:
                    "has no record")
         print(f"{options.file}: {scan.format}, {format_bytes(scan.size)}, {checked} "
               f"reachable objects checked{' and loaded' if load else ''}")
-        if ROOT_OID not in scan.index and not scan.index:
+        if ROOT_OID not in scan.index and not scan.index and not scan.damaged:
             print("no objects yet: a new, empty database")
         for warning in warnings:
             print(f"warning: {str(warning).removeprefix('warning: ')}")
@@ -347,6 +261,8 @@ def _verify(options: argparse.Namespace) -> int:
         if len(messages) > options.max_reports:
             print(f"  ... and {len(messages) - options.max_reports} more")
     if total:
+        if not isinstance(scan, StorageScan) and set(problems) - set(_NOT_RECOVERED):
+            print(f"to save what can be read: durus recover {options.file} NEW_FILE")
         print(f"DAMAGED: {total} problem{'s' if total != 1 else ''} found")
         return EXIT_DAMAGED
     print("OK: no problems found")
@@ -375,7 +291,10 @@ def build_census_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def gather_census(path: str, progress: bool | None = None) -> dict[str, dict[str, int]]:
+def gather_census(
+    path: str, progress: bool | None = None, problems: list[int] | None = None
+) -> dict[str, dict[str, int]]:
+    """Objects and bytes per class; ``problems`` (a one-item list) gets the damage count."""
     census: dict[str, dict[str, int]] = {}
     with _open_source(path) as scan:
         walk = Walk(scan)
@@ -389,14 +308,22 @@ def gather_census(path: str, progress: bool | None = None) -> dict[str, dict[str
                 entry = census.setdefault(class_name, {"objects": 0, "bytes": 0})
                 entry["objects"] += 1
                 entry["bytes"] += len(record)
+        if problems is not None:
+            problems[0] = len(scan.errors) + len(walk.dangling) + len(walk.unreadable)
     return census
 
 
-def _census(options: argparse.Namespace) -> None:
-    census = gather_census(options.file, options.progress)
+def _census(options: argparse.Namespace) -> int:
+    problems = [0]
+    census = gather_census(options.file, options.progress, problems)
+    if problems[0]:
+        sys.stderr.write(f"durus: error: {display_name(options.file)} is DAMAGED ({problems[0]} "
+                         f"problem{'s' if problems[0] != 1 else ''}): the census counts only "
+                         "the objects that could be read; "
+                         f"`durus verify {display_name(options.file)}` lists the problems\n")
     if options.json:
         print(json.dumps(census, indent=2, sort_keys=True))
-        return
+        return EXIT_DAMAGED if problems[0] else 0
     rows = sorted(census.items(), key=lambda item: (-item[1]["bytes"], item[0]))
     width = max([len("class"), *(len(name) for name in census)])
     print(f"{'class':<{width}}  {'objects':>9}  {'bytes':>12}")
@@ -405,6 +332,7 @@ def _census(options: argparse.Namespace) -> None:
     objects = sum(entry["objects"] for entry in census.values())
     size = sum(entry["bytes"] for entry in census.values())
     print(f"{'total':<{width}}  {objects:>9}  {size:>12}")
+    return EXIT_DAMAGED if problems[0] else 0
 
 
 def census_main(argv: Sequence[str] | None = None) -> int:

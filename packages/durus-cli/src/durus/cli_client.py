@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import reprlib
 import sys
 import time
 from code import InteractiveConsole
@@ -13,15 +15,20 @@ from types import ModuleType
 from typing import Any
 
 from durus.cli_common import (
+    ClientSecurity,
     CliError,
     CommandParser,
     add_address_options,
+    add_security_options,
+    client_security,
     describe_address,
+    make_address,
     non_negative_int,
     open_storage,
     parse,
     run_command,
 )
+from durus.cli_connect import CONNECT_HANDSHAKE_TIMEOUT, close_quietly, open_durus_connection
 
 __all__ = ["client_main", "configure_readline", "interactive_client"]
 
@@ -66,6 +73,7 @@ def build_parser(prog: str = "durus -c") -> argparse.ArgumentParser:
         help="a Python file run in the console's namespace before the first prompt "
         "(default: $DURUSSTARTUP)",
     )
+    add_security_options(parser)
     return parser
 
 
@@ -96,20 +104,146 @@ def configure_readline(namespace: dict[str, Any], history_path: str) -> None:
     atexit.register(save_history)
 
 
-def connect_to_server(address: Any, wait: float = 0) -> Any:
-    """A ``ClientStorage`` on the server at ``address``, or ``CliError``."""
+# -- pp: one level of a persistent object ------------------------------------
+
+#: Entries of one container that ``pp`` shows; the rest are counted.
+PP_ENTRIES = 30
+PP_WIDTH = 79
+
+
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` limits, and persistent objects as ``<Class oid>``, never loaded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = 8
+        self.maxstring = self.maxother = 70
+        self.maxlong = 40
+
+    def repr1(self, x: Any, level: int) -> str:
+        from durus.persistent import PersistentBase
+
+        if isinstance(x, PersistentBase):
+            return _persistent_name(x)
+        return super().repr1(x, level)
+
+
+def _persistent_name(obj: Any) -> str:
+    """``<PersistentList 3>``: what ``repr`` shows, without loading (a set's repr does)."""
+    oid = obj._p_format_oid()
+    return f"<{obj.__class__.__name__} {oid if oid != 'None' else 'unsaved'}>"
+
+
+#: Per kind of contents: the one-line form's brackets, an entry in it, and an
+#: entry on a line of its own.
+_LAYOUTS = {
+    "mapping": ("{", "}", "{k}: {v}", "  {k}: {v}"),
+    "sequence": ("[", "]", "{v}", "  [{k}] {v}"),
+    "set": ("{", "}", "{v}", "  {v}"),
+    "attributes": ("", "", "{k}={v}", "  {k} = {v}"),
+}
+
+
+def _entries(obj: Any, limit: int) -> tuple[str, str, list[tuple[str, str]], int | None]:
+    """(kind, empty form, the first ``limit`` entries as (key, value), count or None)."""
+    from durus.btree import BTree
+    from durus.persistent_dict import PersistentDict
+    from durus.persistent_list import PersistentList
+    from durus.persistent_set import PersistentSet
+
+    short = _ShortRepr().repr
+    if isinstance(obj, BTree):  # len() would load every node: count only what is shown
+        items = list(itertools.islice(obj.iteritems(), limit + 1))
+        count = len(items) if len(items) <= limit else None
+        return "mapping", "{}", [(short(k), short(v)) for k, v in items[:limit]], count
+    if isinstance(obj, PersistentDict):
+        shown = itertools.islice(obj.data.items(), limit)
+        return "mapping", "{}", [(short(k), short(v)) for k, v in shown], len(obj.data)
+    if isinstance(obj, PersistentList):
+        indexed = itertools.islice(enumerate(obj.data), limit)
+        return "sequence", "[]", [(str(i), short(v)) for i, v in indexed], len(obj.data)
+    if isinstance(obj, PersistentSet):
+        members: list[Any] | set[Any] = obj.s
+        try:
+            members = sorted(members)
+        except TypeError:  # unorderable members: the set's own order
+            pass
+        return "set", "set()", [("", short(v)) for v in itertools.islice(members, limit)], \
+            len(obj.s)
+    state = obj.__getstate__()
+    if not isinstance(state, dict):  # e.g. a ComputedAttribute: no state is stored
+        return "attributes", "(no attributes)", [], 0
+    shown = itertools.islice(state.items(), limit)
+    return "attributes", "(no attributes)", [(str(k), short(v)) for k, v in shown], len(state)
+
+
+def format_persistent(obj: Any, limit: int = PP_ENTRIES, width: int = PP_WIDTH) -> str:
+    """``<PersistentDict 0> {'a': <PersistentList 3>, 'n': 1}``, or one entry a line.
+
+    Only ``obj`` itself is loaded: the persistent objects it refers to show as
+    ``<Class oid>``, so that ``get(oid)`` or the key goes one level further.
+    """
+    kind, empty, entries, count = _entries(obj, limit)
+    head = _persistent_name(obj)
+    if not entries:
+        return f"{head} {empty}"
+    opening, closing, inline, own_line = _LAYOUTS[kind]
+    complete = count == len(entries)
+    if complete:
+        parts = ", ".join(inline.format(k=k, v=v) for k, v in entries)
+        line = f"{head} {opening}{parts}{closing}"
+        if len(line) <= width:
+            return line
+    noun = "attributes" if kind == "attributes" else "items"
+    if count is None:
+        total = f"more than {len(entries)} {noun}, the first {len(entries)}:"
+    elif complete:
+        total = f"{count} {noun}:"
+    else:
+        total = f"{count} {noun}, the first {len(entries)}:"
+    lines = [f"{head} {total}", *(own_line.format(k=k, v=v) for k, v in entries)]
+    if count is None:
+        lines.append("  ...")
+    elif not complete:
+        lines.append(f"  ... {count - len(entries)} more")
+    return "\n".join(lines)
+
+
+def pp(obj: Any, limit: int = PP_ENTRIES, stream: Any = None) -> None:
+    """The console's ``pp``: a persistent object with one level of its contents.
+
+    Anything else is ``pprint``-ed.  ``limit`` bounds the entries shown of a
+    large container (a BTree is not even counted past it: that loads every node).
+    """
+    from durus.persistent import PersistentBase
+
+    out = sys.stdout if stream is None else stream
+    if isinstance(obj, PersistentBase):
+        out.write(format_persistent(obj, limit) + "\n")
+    else:
+        pprint(obj, stream=out)
+
+
+def connect_to_server(
+    address: Any, wait: float = 0, security: ClientSecurity | None = None
+) -> Any:
+    """A ``ClientStorage`` on the Durus server at ``address``, or ``CliError``.
+
+    A connection of its own first checks that a Durus server answers there
+    (``durus.cli_connect``), so a wrong address fails within seconds.
+    """
     from durus.client_storage import ClientStorage
     from durus.error import DurusError
+    from durus.wire_protocol import AuthenticationError
 
+    security = security or ClientSecurity()
     where = describe_address(address)
     deadline = time.monotonic() + wait
     while True:
-        try:
-            probe = address.get_connected_socket()
-        except OSError as error:
-            raise CliError(f"cannot connect to {where}: {error.strerror or error}") from None
+        probe = open_durus_connection(address, security, CONNECT_HANDSHAKE_TIMEOUT)
         if probe is not None:
-            probe.close()
+            close_quietly(probe)
             break
         if time.monotonic() >= deadline:
             raise CliError(
@@ -118,7 +252,10 @@ def connect_to_server(address: Any, wait: float = 0) -> Any:
             )
         time.sleep(0.2)
     try:
-        return ClientStorage(address=address)
+        return ClientStorage(address=address, ssl_context=security.ssl_context,
+                             secret=security.secret)
+    except AuthenticationError as error:
+        raise CliError(str(error)) from None
     except (OSError, DurusError, EOFError) as error:
         raise CliError(
             f"{where} does not answer as a Durus server: {error or type(error).__name__}"
@@ -144,6 +281,7 @@ def interactive_client(
     startup: str | None,
     storage_class: str | None = None,
     wait: float = 0,
+    security: ClientSecurity | None = None,
 ) -> None:
     """Open the storage (``file``, else the server at ``address``) and run the console."""
     from durus.connection import Connection
@@ -159,7 +297,7 @@ def interactive_client(
         description = f"{file}{' (read-only)' if readonly else ''}"
     else:
         socket_address = SocketAddress.new(address)
-        storage = connect_to_server(socket_address, wait)
+        storage = connect_to_server(socket_address, wait, security)
         description = describe_address(socket_address)
     try:
         try:
@@ -178,7 +316,7 @@ def interactive_client(
             os=os,
             int8_to_str=int8_to_str,
             str_to_int8=str_to_int8,
-            pp=pprint,
+            pp=pp,
         )
         configure_readline(namespace, os.path.expanduser(HISTORY_FILE))
         console = InteractiveConsole(namespace, filename="<durus>")
@@ -203,13 +341,17 @@ def client_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _client(options: argparse.Namespace) -> None:
+    security = None
     if options.file is None:
         if options.readonly or options.repair:
             raise CliError("--readonly and --repair apply to --file only")
-        address = getattr(options, "address", None) or (options.host, options.port)
+        address = make_address(options)
+        security = client_security(options, address)
     else:
+        if options.tls_ca or options.secret_file:
+            raise CliError("--tls-ca and --secret-file apply to a server, not to --file")
         address = None
     interactive_client(
         options.file, address, options.cache_size, options.readonly, options.repair,
-        options.startup, options.storage_class, wait=options.wait,
+        options.startup, options.storage_class, wait=options.wait, security=security,
     )

@@ -11,18 +11,25 @@ import errno
 import logging
 import os
 import socket
+import stat
 import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from durus.storage_url import is_storage_url, open_storage_url
 
+if TYPE_CHECKING:  # ssl is imported only by the commands that use TLS
+    import ssl
+
 __all__ = [
     "CliError",
+    "ClientSecurity",
     "CommandParser",
     "add_address_options",
+    "add_security_options",
     "cli_int",
+    "client_security",
     "configure_logging",
     "detect_format",
     "format_bytes",
@@ -31,6 +38,8 @@ __all__ = [
     "import_class",
     "make_address",
     "open_storage",
+    "read_secret_file",
+    "server_tls_context",
 ]
 
 #: Exit status of a command that failed because of something the user can fix.
@@ -170,6 +179,153 @@ def describe_address(address: Any) -> str:
     if isinstance(filename, str):
         return filename.replace("\0", "@")
     return str(address)
+
+
+# -- TLS and the shared secret ---------------------------------------------
+
+#: Bounds of a secret file's content: shorter is guessable by anyone who records
+#: one authentication (the handshake's proofs can be attacked offline), longer
+#: is surely the wrong file.
+SECRET_MIN_BYTES = 16
+SECRET_MAX_BYTES = 4096
+
+SECRET_FILE_HELP = (
+    "authenticate with the shared secret held in FILE: its bytes, less one trailing "
+    "newline, at least 16 of them. FILE must not be accessible to other users "
+    "(chmod 600, or 640 to share it with a group): a secret never goes on the "
+    "command line, where any user sees it"
+)
+
+
+class ClientSecurity(NamedTuple):
+    """How a command reaches a server: TLS (checked against ``ca_file``) and a secret."""
+
+    ca_file: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+    secret: bytes | None = None
+
+
+def add_security_options(parser: argparse.ArgumentParser, *, server: bool = False) -> None:
+    """``--tls-ca`` and ``--secret-file``; for ``durus -s`` also ``--tls-cert``/``--tls-key``."""
+    group = parser.add_argument_group("security")
+    if server:
+        group.add_argument(
+            "--tls-cert", default=None, metavar="FILE",
+            help="serve TLS only, with the certificate (chain) in FILE, PEM; clients then "
+            "need --tls-ca",
+        )
+        group.add_argument(
+            "--tls-key", default=None, metavar="FILE",
+            help="the private key of --tls-cert, PEM (default: read from the --tls-cert file)",
+        )
+    group.add_argument(
+        "--tls-ca", default=None, metavar="FILE",
+        help=("with --stop: " if server else "")
+        + "speak TLS, trusting only the certificates in FILE, PEM (the server's own "
+        "certificate if it is self-signed); the server's --host name or address must "
+        "match its certificate",
+    )
+    group.add_argument(
+        "--secret-file", dest="secret_file", default=None, metavar="FILE",
+        help=SECRET_FILE_HELP + (" (the server then admits only clients that know it; "
+                                 "--stop uses it too)" if server else ""),
+    )
+
+
+def read_secret_file(path: str) -> bytes:
+    """The secret in ``path`` (see ``SECRET_FILE_HELP``), or ``CliError``.
+
+    The permission check is made on the open file, so it is the file read.
+    """
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if os.name == "posix" and mode & 0o007:
+                raise CliError(
+                    f"the secret file {path} is accessible to every user (mode "
+                    f"{stat.S_IMODE(mode):04o}): make it private first (chmod 600 {path})"
+                )
+            data = f.read(SECRET_MAX_BYTES + 3)
+    except CliError:
+        raise
+    except IsADirectoryError:
+        raise CliError(f"the secret file {path} is a directory") from None
+    except OSError as error:
+        raise CliError(f"cannot read the secret file {path}: {error.strerror or error}") \
+            from None
+    if data.endswith(b"\n"):
+        data = data[:-2] if data.endswith(b"\r\n") else data[:-1]
+    if len(data) > SECRET_MAX_BYTES:
+        raise CliError(f"the secret file {path} holds more than {SECRET_MAX_BYTES} bytes: "
+                       "is it the right file?")
+    if len(data) < SECRET_MIN_BYTES:
+        raise CliError(
+            f"the secret in {path} is {len(data)} bytes long, shorter than "
+            f"{SECRET_MIN_BYTES}: make a strong one, e.g. with "
+            f"`python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > {path}`"
+        )
+    return data
+
+
+def _tls_over_tcp_only(address: Any, option: str) -> None:
+    if not isinstance(getattr(address, "host", None), str):
+        raise CliError(f"{option} applies to TCP addresses (--host/--port): a Unix socket "
+                       "is protected by its file's permissions (--umask, --owner, --group)")
+
+
+def client_security(options: argparse.Namespace, address: Any) -> ClientSecurity:
+    """The ``ClientSecurity`` that ``--tls-ca`` and ``--secret-file`` ask for."""
+    ca_file = getattr(options, "tls_ca", None)
+    secret_file = getattr(options, "secret_file", None)
+    secret = read_secret_file(secret_file) if secret_file else None
+    if not ca_file:
+        return ClientSecurity(secret=secret)
+    _tls_over_tcp_only(address, "--tls-ca")
+    import ssl
+
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise CliError(f"--tls-ca {ca_file}: no such file") from None
+    except (ssl.SSLError, OSError) as error:
+        raise CliError(f"--tls-ca {ca_file} holds no usable certificate: "
+                       f"{getattr(error, 'reason', None) or error}") from None
+    return ClientSecurity(ca_file=ca_file, ssl_context=context, secret=secret)
+
+
+def server_tls_context(options: argparse.Namespace, address: Any) -> ssl.SSLContext | None:
+    """The server's TLS context from ``--tls-cert``/``--tls-key`` (None: plain TCP)."""
+    cert, key = getattr(options, "tls_cert", None), getattr(options, "tls_key", None)
+    if key and not cert:
+        raise CliError("--tls-key needs --tls-cert")
+    if not cert:
+        return None
+    _tls_over_tcp_only(address, "--tls-cert")
+    if "CERTIFICATE-----" not in _pem_text("--tls-cert", cert):
+        raise CliError(f"--tls-cert {cert} holds no PEM certificate")
+    if "PRIVATE KEY-----" not in _pem_text("--tls-key", key or cert):
+        raise CliError(f"--tls-key {key} holds no PEM private key" if key else
+                       f"--tls-cert {cert} holds no private key: give it with --tls-key")
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        if reason == "KEY_VALUES_MISMATCH":
+            raise CliError(f"the private key in {key or cert} is not the key of the "
+                           f"certificate in {cert}") from None
+        raise CliError(f"cannot use {cert} as a TLS certificate: {reason}") from None
+    return context
+
+
+def _pem_text(option: str, path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read(1 << 20)
+    except OSError as error:
+        raise CliError(f"{option} {path}: {error.strerror or error}") from None
 
 
 # -- storages ---------------------------------------------------------------

@@ -9,9 +9,12 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from durus.cli_common import (
+    ClientSecurity,
     CliError,
     CommandParser,
     add_address_options,
+    add_security_options,
+    client_security,
     describe_address,
     format_bytes,
     non_negative_int,
@@ -51,6 +54,7 @@ def build_parser(prog: str = "durus -p") -> argparse.ArgumentParser:
         "postgresql://...) in this process (a file must not be in use by a server)",
     )
     add_address_options(parser, "of the server")
+    add_security_options(parser)
     parser.add_argument(
         "--wait", default=0, type=non_negative_int, metavar="SECONDS",
         help="wait up to SECONDS for the server to start listening (default: 0)",
@@ -132,13 +136,15 @@ def _size(file: str, storage: object) -> int:
     return int(get_size()) if callable(get_size) else os.path.getsize(file)
 
 
-def pack_server(address: object, wait: float = 0) -> None:
+def pack_server(
+    address: object, wait: float = 0, security: ClientSecurity | None = None
+) -> None:
     """Ask the server at ``address`` to pack (it packs in the background)."""
     from durus.cli_client import connect_to_server
     from durus.connection import Connection
     from durus.storage_server import SocketAddress
 
-    storage = connect_to_server(SocketAddress.new(address), wait)
+    storage = connect_to_server(SocketAddress.new(address), wait, security)
     try:
         Connection(storage).pack()
     finally:
@@ -174,7 +180,7 @@ def _pack(options: argparse.Namespace) -> None:
     address = getattr(options, "address", None) or (options.host, options.port)
     socket_address = SocketAddress.new(address)
     try:
-        pack_server(socket_address, options.wait)
+        pack_server(socket_address, options.wait, client_security(options, socket_address))
     except CliError:
         raise
     except (OSError, EOFError) as error:

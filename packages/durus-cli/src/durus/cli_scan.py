@@ -6,7 +6,10 @@ formats are read with durus-filestorage's readers (``durus.shelf_format`` for
 SHELF-1, ``durus.file_storage2`` for legacy DFS20) and with
 ``durus.cli_durus43_sqlite`` for Durus 4.3's SQLite databases.  A scan never
 raises on damage: every problem found is recorded with the offset where it was
-found, and the rest of the file is still used when it can be.
+found, and the rest of the file is still used when it can be.  A damaged
+SHELF-1 file is reported once, at its first damage, and then indexed with
+``durus.shelf_salvage`` (every item still readable, past the damage), so that
+the tools count and check what is left instead of an empty index.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ from durus.shelf_format import (
     ScanProblem,
     pread_exact,
     read_item,
+    scan_transactions,
     walk_transactions,
 )
+from durus.shelf_salvage import ReadableItem, UnreadableBytes, gen_readable_items
 from durus.utils import int8_to_str
 
 __all__ = ["Finding", "ScanResult", "StorageScan", "scan_file", "scan_storage"]
@@ -86,6 +91,12 @@ class ScanResult:
     #: bytes of framing: headers, offset map or index, transaction markers
     overhead: int = 0
     findings: list[Finding] = field(default_factory=list)
+    #: Damaged SHELF-1 files: the bytes in which no item could be read (the
+    #: index then holds what ``durus.shelf_salvage`` found readable)
+    unreadable: list[UnreadableBytes] = field(default_factory=list)
+    #: Damaged SHELF-1 files: oid -> a damaged item naming it, passed over for an
+    #: intact one (an earlier version, or the real item if the name is what was hit)
+    passed_over: dict[bytes, int] = field(default_factory=dict)
     _fd: int = -1
     _sqlite: Durus43SqliteFile | None = None
 
@@ -98,6 +109,11 @@ class ScanResult:
     @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def damaged(self) -> bool:
+        """Was damage found in the file's structure (the index may then miss objects)?"""
+        return any(f.severity == "error" for f in self.findings)
 
     @property
     def framing(self) -> int:
@@ -145,7 +161,7 @@ def scan_file(path: str) -> ScanResult:
     except BaseException:
         os.close(fd)
         raise
-    if head.startswith(PREFIX):
+    if head.startswith(PREFIX) or _damaged_prefix(head):
         kind = "SHELF-1"
     elif head.startswith(DFS20_MAGIC):
         kind = "DFS20"
@@ -166,6 +182,19 @@ def scan_file(path: str) -> ScanResult:
     return result
 
 
+def _damaged_prefix(head: bytes) -> bool:
+    """Are these the first bytes of a SHELF-1 file whose prefix has one or two bad bytes?
+
+    (Or the file is cut short inside it.)  Another format never comes that
+    close to ``SHELF-1\\n``; the scan then reports the damage and reads what it can.
+    """
+    if len(head) < len(PREFIX):
+        return bool(head) and PREFIX.startswith(head)  # cut short inside the prefix
+    if head.startswith(PREFIX):
+        return False
+    return sum(a != b for a, b in zip(head[:len(PREFIX)], PREFIX, strict=True)) <= 2
+
+
 # -- SHELF-1 ----------------------------------------------------------------
 
 
@@ -179,15 +208,33 @@ def _incomplete_tail(result: ScanResult, problem: ScanProblem) -> None:
 
 
 def _scan_shelf(result: ScanResult) -> None:
+    """Index the file; on damage, report it once and index what can still be read."""
+    failure = _check_shelf(result)
+    if failure is None:
+        return
+    message, offset = failure
+    result.error("structure", message, offset)
+    _salvage_shelf(result)
+
+
+def _check_shelf(result: ScanResult) -> tuple[str, int | None] | None:
+    """Index a SHELF-1 file; ``(message, offset)`` of the first damage found, or None."""
     fd, size, index = result._fd, result.size, result.index
     if size < len(EMPTY_SHELF):
-        result.error("structure", f"the file is {size} bytes, shorter than an empty shelf")
-        return
+        return f"the file is {size} bytes, shorter than an empty shelf ({len(EMPTY_SHELF)})", 0
+    head = pread_exact(fd, len(PREFIX), 0)
+    if head != PREFIX:
+        return f"the file starts with {head!r}, not SHELF-1's prefix {PREFIX!r}", 0
     initial_length = INT8.unpack(pread_exact(fd, 8, len(PREFIX)))[0]
     start = FIRST_ITEM + initial_length
+    if start > size:
+        return (f"the file ends inside its initial transaction (the objects written by a "
+                f"pack): it claims {initial_length} bytes, the file ends after "
+                f"{size - FIRST_ITEM}; the offset map and every later transaction are "
+                "missing"), len(PREFIX)
     if start + MAP_HEADER_SIZE > size:
-        result.error("structure", "the initial transaction runs past the end of the file", 8)
-        return
+        return (f"the file ends inside the header of its offset map (at {start}); every "
+                "later transaction is missing"), start
     initial: dict[bytes, int] = {}
 
     def add_initial(_start: int, _end: int, flat: list[int]) -> None:
@@ -196,24 +243,24 @@ def _scan_shelf(result: ScanResult) -> None:
 
     _end, problem = walk_transactions(fd, len(PREFIX), start, add_initial)
     if problem is not None:
-        result.error("structure", f"initial transaction: {problem.detail}", 8)
-    result.items += len(initial)
-    if initial_length:
-        result.transactions += 1
-        result.last_transaction_offset = 8
+        return f"initial transaction: {problem.detail}", len(PREFIX)
     # The offset map (spec 3.3).
     with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as buffer:
         try:
             offset_map = OffsetMapView(buffer, start)
         except ValueError as error:
-            result.error("structure", str(error), start)
-            return
+            return str(error), start
         if offset_map.end > size:
-            result.error("structure", f"the offset map runs past the end of the file (it ends "
-                         f"at {offset_map.end}, the file has {size} bytes)", start)
-            return
-        result.overhead = 16 + offset_map.end - start
-        _check_offset_map(offset_map, result, initial)
+            return (f"the file ends inside its offset map (it ends at {offset_map.end}, the "
+                    f"file has {size} bytes); every later transaction is missing"), start
+        wrong = _check_offset_map(offset_map, initial)
+        if wrong is not None:
+            return wrong, start
+    result.items += len(initial)
+    if initial_length:
+        result.transactions += 1
+        result.last_transaction_offset = len(PREFIX)
+    result.overhead = 16 + offset_map.end - start
     index.update(initial)
 
     # The transactions appended after the map (spec 3.5).
@@ -226,55 +273,89 @@ def _scan_shelf(result: ScanResult) -> None:
         result.last_transaction_offset = transaction_start
 
     _end, problem = walk_transactions(fd, offset_map.end, size, add)
-    if problem is None:
-        return
-    if problem.kind == "incomplete":
-        _incomplete_tail(result, problem)
-    else:
-        result.error("structure", f"malformed transaction: {problem.detail}; the "
-                     f"{size - problem.offset} bytes from here on cannot be read",
-                     problem.offset)
+    if problem is None or problem.kind == "incomplete":
+        # FileStorage opens a file after its own scan, which checks every item head
+        # (``walk_transactions`` reads only the framing): what it refuses is damage.
+        _end, strict = scan_transactions(fd, offset_map.end, size, _ignore)
+        if strict is not None and strict.kind == "malformed":
+            return (f"malformed transaction: {strict.detail}; FileStorage refuses to open "
+                    "the file"), strict.offset
+        if problem is not None:
+            _incomplete_tail(result, problem)
+        return None
+    return (f"malformed transaction: {problem.detail}; the {size - problem.offset} bytes "
+            "from here on cannot be read as transactions"), problem.offset
 
 
-def _check_offset_map(
-    offset_map: OffsetMapView, result: ScanResult, initial: dict[bytes, int]
-) -> None:
-    """Record what is wrong with the offset map (spec 3.3) as errors."""
+def _ignore(_start: int, _flat: list[int]) -> None:
+    pass
+
+
+def _check_offset_map(offset_map: OffsetMapView, initial: dict[bytes, int]) -> str | None:
+    """What is wrong with the offset map (spec 3.3), in one message; None if nothing."""
     start, count = offset_map.start, offset_map.count
     if count == 0:
         if initial:
-            result.error("structure", "the initial transaction has items but the offset "
-                         "map is empty", start)
-        return
+            return "the initial transaction has items but the offset map is empty"
+        return None
     positions = set(initial.values())
-    for oid, position in initial.items():
-        number = int.from_bytes(oid, "big")
-        if offset_map.get(number) != position:
-            result.error("structure", f"the offset map does not point at the item of oid "
-                         f"{number}", start)
+    wrong = [int.from_bytes(oid, "big") for oid, position in initial.items()
+             if offset_map.get(int.from_bytes(oid, "big")) != position]
+    if wrong:
+        return (f"the offset map does not point at the items of {len(wrong)} oid"
+                f"{'s' if len(wrong) != 1 else ''} of the initial transaction (the first: "
+                f"oid {min(wrong)})")
     blank = (1 << (8 * offset_map.width)) - 1
     holes = set()
+    stray = []
     for number in range(count):
         value = offset_map.slot(number)
         if value < start:
             if value not in positions:
-                result.error("structure", f"offset map slot {number} points at {value}, "
-                             "where no item of the initial transaction starts", start)
+                stray.append((number, value))
         elif value != blank:
             holes.add(number)
+    if stray:
+        number, value = stray[0]
+        return (f"{len(stray)} offset map slot{'s' if len(stray) != 1 else ''} point where "
+                f"no item of the initial transaction starts (the first: slot {number}, at "
+                f"{value})")
     # The hole list (spec 3.3.2): from slot N-1 it visits every hole once.
     if count - 1 not in holes:
-        result.error("structure", "the last offset map slot is not a hole: Durus 4.3 "
-                     "cannot allocate new oids in this file", start)
-        return
+        return ("the last offset map slot is not a hole: Durus 4.3 cannot allocate new oids "
+                "in this file")
     walked = list(offset_map.gen_holes())
     if (not walked or walked[-1] != count - 1 or len(set(walked)) != len(walked)
             or not holes.issuperset(walked)):
-        result.error("structure", "the offset map's hole list is broken: Durus 4.3 "
-                     "would allocate wrong oids", start)
-        return
+        return "the offset map's hole list is broken: Durus 4.3 would allocate wrong oids"
     if len(walked) != len(holes):
-        result.error("structure", "the offset map's hole list misses holes", start)
+        return "the offset map's hole list misses holes"
+    return None
+
+
+def _salvage_shelf(result: ScanResult) -> None:
+    """Index the items of a damaged file that can still be read (``durus.shelf_salvage``)."""
+    result.index.clear()
+    result.items = result.transactions = result.overhead = 0
+    result.last_transaction_offset = None
+    index = result.index
+    intact: set[bytes] = set()
+    for event in gen_readable_items(result._fd, result.size):
+        if isinstance(event, ReadableItem):
+            result.items += 1
+            if event.sound:
+                index[event.oid] = event.position
+                intact.add(event.oid)
+                result.passed_over.pop(event.oid, None)
+            elif event.oid in intact:
+                result.passed_over[event.oid] = event.position
+            else:
+                index[event.oid] = event.position
+        elif event.unfinished:
+            result.warning("incomplete-tail", f"{event.reason}; it is not part of the "
+                           "database", event.start)
+        else:
+            result.unreadable.append(event)
 
 
 # -- DFS20 (legacy FileStorage2) --------------------------------------------

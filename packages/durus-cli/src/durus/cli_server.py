@@ -13,18 +13,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from durus.cli_common import (
+    ClientSecurity,
     CliError,
     CommandParser,
     add_address_options,
+    add_security_options,
     cli_int,
+    client_security,
     configure_logging,
     describe_address,
     make_address,
     non_negative_int,
     open_storage,
     parse,
+    read_secret_file,
     run_command,
+    server_tls_context,
 )
+from durus.cli_connect import STOP_HANDSHAKE_TIMEOUT, open_durus_connection
 
 __all__ = ["run_durus_main", "start_durus", "stop_durus"]
 
@@ -54,6 +60,12 @@ def build_parser(prog: str = "durus -s") -> argparse.ArgumentParser:
         "(default: 0, never)",
     )
     parser.add_argument(
+        "--create-root", action="store_true",
+        help="write the root object of a new, empty database before serving, so that "
+        "no client ever finds it rootless (then a client's root_class cannot choose "
+        "the root's class, and a new database's first oid is 1)",
+    )
+    parser.add_argument(
         "--logfile", default=None, metavar="FILE",
         help="append the log to FILE (default: standard error)",
     )
@@ -77,33 +89,53 @@ def build_parser(prog: str = "durus -s") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stop", action="store_true",
-        help="do not serve: ask the server at this address to stop, and wait until it has",
+        help="do not serve: ask the Durus server at this address to stop, and wait until "
+        "it has (it must answer the Durus handshake within 2 seconds)",
     )
+    add_security_options(parser, server=True)
     return parser
 
 
-def stop_durus(address: Any) -> bool:
-    """Ask the server at ``address`` to quit; False if nothing listens there.
+def stop_durus(
+    address: Any, *, ssl_context: Any = None, secret: str | bytes | None = None
+) -> bool:
+    """Ask the server at ``address`` to quit; False if no Durus server answers there.
 
     Waits (up to 30 seconds) until the address refuses connections.
+    ``ssl_context`` and ``secret`` are those of ``ClientStorage``.
     """
-    return _request_stop(address) != "not running"
+    from durus.wire_protocol import as_secret
+
+    security = ClientSecurity(ssl_context=ssl_context, secret=as_secret(secret))
+    try:
+        return _request_stop(address, security) != "not running"
+    except CliError as error:
+        logger.info("Not stopping %s: %s", address, error)
+        return False
 
 
-def _request_stop(address: Any, timeout: float = 30.0) -> str:
-    """``"stopped"``, ``"not running"`` or ``"still running"`` (the request was refused)."""
+def _request_stop(
+    address: Any,
+    security: ClientSecurity | None = None,
+    timeout: float = 30.0,
+    handshake_timeout: float = STOP_HANDSHAKE_TIMEOUT,
+) -> str:
+    """``"stopped"``, ``"not running"`` or ``"still running"`` (the request was refused).
+
+    The request goes only to a peer that answered the Durus handshake;
+    anything else raises ``CliError`` saying what answered.
+    """
     from durus.storage_server import SocketAddress
+    from durus.wire_protocol import QUIT
 
     socket_address = SocketAddress.new(address)
-    try:
-        sock = socket_address.get_connected_socket()
-    except OSError:
-        sock = None
+    sock = open_durus_connection(socket_address, security or ClientSecurity(),
+                                 handshake_timeout)
     if sock is None:
         logger.info("Durus server %s doesn't seem to be running.", socket_address)
         return "not running"
     try:
-        sock.sendall(b"Q")
+        sock.sendall(QUIT)
     except OSError:
         pass
     finally:
@@ -147,12 +179,17 @@ def start_durus(
     address: Any,
     storage: Any,
     gcbytes: int,
+    *,
+    ssl_context: Any = None,
+    secret: bytes | None = None,
+    create_root: bool = False,
 ) -> None:
     """Log to ``logfile`` (None: stderr) and serve ``storage`` at ``address`` until stopped.
 
     Returns when a client sends the quit request (``durus -s --stop``) or on
     Control-C / SIGTERM; the storage is closed either way (a temporary file is
-    removed).
+    removed).  ``ssl_context``, ``secret`` and ``create_root`` are those of
+    ``StorageServer``.
     """
     from durus.storage_server import SocketAddress, StorageServer
 
@@ -165,7 +202,9 @@ def start_durus(
         get_filename = getattr(storage, "get_filename", None)
         if get_filename is not None:
             logger.info("Storage file=%s address=%s", get_filename(), socket_address)
-        server = StorageServer(storage, address=socket_address, gcbytes=gcbytes)
+        server = StorageServer(storage, address=socket_address, gcbytes=gcbytes,
+                               ssl_context=ssl_context, secret=secret,
+                               create_root=create_root)
         server.serve()
     except KeyboardInterrupt:
         logger.info("Stopped by a signal.")
@@ -203,7 +242,10 @@ def _serve(options: argparse.Namespace) -> int:
     address = make_address(options)
     where = describe_address(address)
     if options.stop:
-        outcome = _request_stop(address)
+        if options.tls_cert or options.tls_key:
+            raise CliError("--tls-cert and --tls-key are for serving: --stop checks the "
+                           "server's certificate with --tls-ca")
+        outcome = _request_stop(address, client_security(options, address))
         if outcome == "stopped":
             sys.stderr.write(f"durus: stopped the server at {where}\n")
             return 0
@@ -219,6 +261,11 @@ def _serve(options: argparse.Namespace) -> int:
         raise CliError("--readonly needs --file: a new temporary database is empty")
     if options.redirect_output and options.logfile is None:
         raise CliError("--redirect-output needs --logfile")
+    if options.tls_ca:
+        raise CliError("--tls-ca is for --stop: a server serves TLS with --tls-cert and "
+                       "--tls-key")
+    ssl_context = server_tls_context(options, address)
+    secret = read_secret_file(options.secret_file) if options.secret_file else None
     configure_logging(options.logginglevel, options.logfile)  # fails early on a bad --logfile
     try:
         already = address.get_connected_socket()
@@ -227,6 +274,7 @@ def _serve(options: argparse.Namespace) -> int:
     if already is not None:
         already.close()
         raise _listen_error(OSError(errno.EADDRINUSE, "in use"), address)
+    _warn_if_exposed(address, ssl_context, secret, options.logfile)
     storage = open_storage(
         options.file, options.storage_class, repair=options.repair, readonly=options.readonly
     )
@@ -238,5 +286,26 @@ def _serve(options: argparse.Namespace) -> int:
             raise CliError(f"cannot open the log file {options.logfile}: "
                            f"{error.strerror or error}") from None
         sys.stdout = sys.stderr = stream
-    start_durus(options.logfile, options.logginglevel, address, storage, options.gcbytes)
+    start_durus(options.logfile, options.logginglevel, address, storage, options.gcbytes,
+                ssl_context=ssl_context, secret=secret, create_root=options.create_root)
     return 0
+
+
+def _warn_if_exposed(address: Any, ssl_context: Any, secret: bytes | None,
+                     logfile: str | None) -> None:
+    """Warn when other machines can reach the server without a secret, or in clear."""
+    if address.is_local():
+        return
+    where = describe_address(address)
+    if secret is None:
+        warning = (f"{where} can be reached from other machines and this server admits "
+                   "anyone who connects: give it --secret-file (and --tls-cert/--tls-key "
+                   "to encrypt)")
+    elif ssl_context is None:
+        warning = (f"{where} can be reached from other machines and the traffic is not "
+                   "encrypted: anyone on the way reads the records; add --tls-cert/--tls-key")
+    else:
+        return
+    sys.stderr.write(f"durus: warning: {warning}\n")
+    if logfile is not None:
+        logger.warning("Warning: %s", warning)

@@ -18,7 +18,6 @@ A ClientStorage is not thread-safe: give each thread its own, as with
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -71,6 +70,26 @@ __all__ = [
 ]
 
 _int4_from = int.from_bytes
+
+
+class _RecvReader:
+    """``read(n)`` over an object that has only ``recv()`` (see ``ClientStorage.s``)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._recv = sock.recv
+
+    def read(self, n: int) -> bytes:
+        chunks = []
+        while n > 0:
+            chunk = self._recv(n)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        pass
 
 
 class ClientStorage(Storage):
@@ -126,7 +145,7 @@ class ClientStorage(Storage):
         self._use_errors = False
         self._max_bulk = 10000
         self._closed = False
-        self.s: socket.socket | None = None
+        self._sock: Any = None
         self._rfile: Any = None
         self._connect(ssl_context, server_hostname, as_secret(secret))
         if extensions:
@@ -171,7 +190,7 @@ class ClientStorage(Storage):
         except (OSError, EOFError) as exc:
             sock.close()
             raise connection_lost(where, exc) from exc
-        self.s = sock
+        self._sock = sock
         self._rfile = sock.makefile("rb", buffering=65536)
         self.begin()
         self._send(VERSION + PROTOCOL)
@@ -205,8 +224,22 @@ class ClientStorage(Storage):
         if isinstance(max_bulk, int) and max_bulk > 0:
             self._max_bulk = min(max_bulk, 10000)
 
+    @property
+    def s(self) -> Any:
+        """The connected socket (Durus 4.3's attribute)."""
+        return self._sock
+
+    @s.setter
+    def s(self, sock: Any) -> None:
+        # Durus 4.3's own tests put a socket-like object here that answers in
+        # plain protocol 1: read it through its recv(), without extensions.
+        self._sock = sock
+        self._rfile = None if sock is None else _RecvReader(sock)
+        self._prefetched.clear()
+        self._use_fetch = self._use_commit_data = self._use_errors = False
+
     def _send(self, data: bytes) -> None:
-        sock = self.s
+        sock = self._sock
         if sock is None:
             raise self._closed_error()
         try:
@@ -237,18 +270,19 @@ class ClientStorage(Storage):
         )
 
     def _shutdown(self) -> None:
-        rfile, sock = self._rfile, self.s
+        rfile, sock = self._rfile, self._sock
         self._rfile = None
-        self.s = None
+        self._sock = None
         self._prefetched.clear()
         if rfile is not None:
             try:
                 rfile.close()
             except OSError:
                 pass
-        if sock is not None:
+        close = getattr(sock, "close", None)  # a socket-like object may have none
+        if close is not None:
             try:
-                sock.close()
+                close()
             except OSError:
                 pass
 
@@ -268,8 +302,8 @@ class ClientStorage(Storage):
         if self._closed:
             return
         self._closed = True
-        sock = self.s
-        if sock is not None:
+        sock = self._sock
+        if sock is not None and hasattr(sock, "settimeout"):
             try:
                 sock.settimeout(min(self.timeout or 5.0, 5.0))
                 sock.sendall(CLOSE)
@@ -305,7 +339,7 @@ class ClientStorage(Storage):
         if self._use_fetch:
             self._send(FETCH + oid)
             result = self._load_reply(oid)
-            if self.s is not None:
+            if self._sock is not None:
                 self._read_prefetched()
         else:
             self._send(LOAD + oid)

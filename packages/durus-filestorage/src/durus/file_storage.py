@@ -25,6 +25,7 @@ from durus.shelf_errors import (
     FileLockedError,
     FileStorageError,
     LegacyFormatError,
+    StorageClosedError,
 )
 from durus.shelf_index import OidBitmap
 from durus.shelf_packer import ProgressCallback, ShelfPacker
@@ -39,6 +40,7 @@ __all__ = [
     "FileStorage",
     "FileStorageError",
     "LegacyFormatError",
+    "StorageClosedError",
     "TempFileStorage",
 ]
 
@@ -99,6 +101,8 @@ class FileStorage(Storage):
             raise DurusKeyError(oid)
         position = shelf.position_of(int.from_bytes(oid, "big"))
         if not position:
+            if shelf.closed:
+                raise StorageClosedError(f"{shelf.path!r} is closed")
             raise DurusKeyError(oid)
         name, record = shelf.read_item(position)
         if name != oid:
@@ -207,7 +211,13 @@ class FileStorage(Storage):
         return list(result)
 
     def _follow_replacement(self) -> list[bytes]:
-        """A pack replaced the file under a read-only storage: switch to the new one."""
+        """A pack replaced the file under a read-only storage: switch to the new one.
+
+        Every object of either file is reported changed: the writer may have
+        committed into files this reader never opened (packs in a row), and
+        positions in two files say nothing about whether a record differs.
+        Packs are rare; the cost is one reload per cached object afterwards.
+        """
         old = self.shelf
         changed = set(old.refresh())
         try:
@@ -215,11 +225,8 @@ class FileStorage(Storage):
         except (OSError, FileFormatError) as error:
             logger.debug("%r was replaced but cannot be opened yet: %s", old.path, error)
             return [int8_to_str(n) for n in changed]
-        for name, _position in old.iterindex():
-            n = int.from_bytes(name, "big")
-            if not new.position_of(n):
-                changed.add(n)
-        changed.update(n for n, _position in new.index.items())
+        for shelf in (old, new):
+            changed.update(int.from_bytes(name, "big") for name, _position in shelf.iterindex())
         self.shelf = new
         old.close()
         logger.info("%r was packed by its writer: following the new file", new.path)
@@ -233,19 +240,21 @@ class FileStorage(Storage):
         """An incremental pack: each ``next()`` does a little of the work.
 
         Empty (nothing to do) when a commit is being built, a pack is already
-        running, the storage is temporary or read-only, or there is no root.
+        running, the storage is temporary or read-only, or there is no root;
+        ``StorageClosedError`` (a ``ValueError``) once the storage is closed.
         ``progress(phase, done, total)`` is called as the pack advances.  The
         previous file becomes ``F.prepack``, replacing an older one as in Durus
         4.3 (a server packing every ``gcbytes`` must not pile up copies of the
         database); ``keep_backups`` keeps that older one as ``F.prepack.N``.
         """
         shelf = self.shelf
+        if shelf.closed:
+            raise StorageClosedError(f"{shelf.path!r} is closed: it cannot be packed")
         if (
             self.pending_records
             or self.pack_extra is not None
             or shelf.temporary
             or shelf.readonly
-            or shelf.closed
         ):
             return iter(())
         if not shelf.position_of(0):

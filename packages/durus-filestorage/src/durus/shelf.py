@@ -34,6 +34,7 @@ from durus.shelf_errors import (
     FileFormatError,
     FileStorageError,
     LegacyFormatError,
+    StorageClosedError,
 )
 from durus.shelf_format import (
     DFS20_MAGIC,
@@ -85,8 +86,8 @@ def check_format(fd: int, path: str, size: int) -> None:
     """Raise a clear ``FileFormatError`` unless the file starts like a SHELF-1 file."""
     if size == 0:
         raise FileFormatError(
-            f"{path!r} is an empty file, not a Durus database; remove it (a missing "
-            "file is created as a new database)",
+            f"{path!r} is an empty file, not a Durus database yet (opening it "
+            "writable makes it a new database)",
             path,
         )
     head = pread_exact(fd, 20, 0)
@@ -349,6 +350,17 @@ class Shelf:
                 # A pack replaced the file between open and lock: lock the new one.
                 os.close(fd)
                 continue
+            if mine.st_size == 0:
+                # An existing empty file (e.g. from mkstemp) becomes a new
+                # database, as in Durus 4.3: there is nothing in it to lose.
+                try:
+                    self._write_initial(fd, items)
+                    if self.fsync:
+                        fsync_file(fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                return fd
             if items is not None:
                 os.close(fd)
                 raise ValueError(f"{path!r} exists: items are only for a new shelf")
@@ -658,7 +670,7 @@ class Shelf:
         of in this process's resident memory.
         """
         if self.fd < 0:
-            raise FileStorageError(f"{self.path!r} is closed")
+            raise StorageClosedError(f"{self.path!r} is closed")
         data = os.pread(self.fd, _READ_AHEAD, position)
         if len(data) >= 16:
             need = 8 + INT8.unpack_from(data)[0]
@@ -763,7 +775,7 @@ class Shelf:
 
     def _check_writable(self) -> None:
         if self.closed:
-            raise FileStorageError(f"{self.path!r} is closed")
+            raise StorageClosedError(f"{self.path!r} is closed")
         if self.readonly:
             raise FileStorageError(f"{self.path!r} is open read-only")
         if self.broken is not None:

@@ -21,6 +21,7 @@ __all__ = [
     "FileLockedError",
     "FileStorageError",
     "LegacyFormatError",
+    "StorageClosedError",
 ]
 
 
@@ -28,8 +29,16 @@ class FileStorageError(DurusError):
     """Base class of the errors raised by ``durus.file_storage``."""
 
 
-class FileFormatError(FileStorageError, ValueError):
-    """The path is not a SHELF-1 database (empty, a directory, another format)."""
+class StorageClosedError(FileStorageError, ValueError):
+    """The storage was closed (Durus 4.3 raised ``ValueError`` from its closed file)."""
+
+
+class FileFormatError(FileStorageError, ValueError, AssertionError):
+    """The path is not a SHELF-1 database (a directory, another format).
+
+    Also an ``AssertionError``, which Durus 4.3 raised for a wrong magic
+    number: code written for it keeps catching these.
+    """
 
     def __init__(self, message: str, filename: str | None = None) -> None:
         super().__init__(message)

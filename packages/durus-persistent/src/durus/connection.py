@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import logging
 import struct
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -67,6 +68,8 @@ _oid_of = PersistentBase.__dict__["_p_oid"].__get__
 _record_data_length = struct.Struct(">I").unpack_from
 #: Syncs a load may make before a refusal by the storage is final.
 _LOAD_SYNCS = 20
+#: Seconds a new connection waits for the root another client is creating.
+_ROOT_WAIT = 10.0
 
 
 def _as_oid(oid: bytes | int) -> bytes:
@@ -123,7 +126,10 @@ class ObjectDictionary:
             self.dead.difference_update(items)
 
     def __delitem__(self, key: bytes) -> None:
-        self.dead.add(key)
+        # At once: iteration works on a copy of the keys, and get() does not
+        # look at ``dead`` (it is on every load's path).
+        self.mapping.pop(key, None)
+        self.dead.discard(key)
 
     def __contains__(self, key: bytes) -> bool:
         return self.get(key) is not None
@@ -381,12 +387,12 @@ class Connection(ConnectionBase):
         oid = self.new_oid()
         if oid != ROOT_OID:
             # Another process allocated oid 0 first: it is creating the root.
-            self._sync()
-            root = self.get(ROOT_OID)
+            root = self._wait_for_root()
             if root is not None:
                 return root
             raise DurusError(
-                "the database has no root yet and another client is creating it; retry"
+                f"the database has no root yet and another client, which holds oid 0, "
+                f"did not create it within {_ROOT_WAIT:g} s; retry"
             )
         root = self.cache.get_instance(oid, root_class, self)
         root._p_set_status_saved()
@@ -395,6 +401,22 @@ class Connection(ConnectionBase):
         self.root = root
         self.commit()
         return root
+
+    def _wait_for_root(self) -> Any:
+        """The root another client is committing, once it lands (None after ``_ROOT_WAIT``).
+
+        Two first clients of a new server database race: the one holding
+        oid 0 writes the root, the other waits for it here (Durus 4.3 failed).
+        """
+        deadline = time.monotonic() + _ROOT_WAIT
+        pause = 0.005
+        while True:
+            self._sync()
+            root = self.get(ROOT_OID)
+            if root is not None or time.monotonic() > deadline:
+                return root
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     # -- accessors -------------------------------------------------------------
 

@@ -111,12 +111,24 @@ def read(f: Any, n: int) -> bytes:
     return data
 
 
-def write(f: Any, s: bytes) -> None:
-    """Write all of ``s`` to a file or a socket."""
+def write(f: Any, s: bytes | str) -> None:
+    """Write all of ``s`` (a ``str`` as latin-1) to a file, a socket or an object
+    with only ``send()``, as Durus 4.3 did; more than 10 sends that take nothing
+    raise ``OSError`` (a peer that stopped reading)."""
+    data = as_bytes(s)
     if hasattr(f, "sendall"):
-        f.sendall(s)
+        f.sendall(data)
+    elif hasattr(f, "write"):
+        f.write(data)
     else:
-        f.write(s)
+        idle = 0
+        while data:
+            sent = f.send(data)
+            if not sent:
+                idle += 1
+                if idle > 10:
+                    raise OSError(f"send() took nothing {idle} times: {len(data)} bytes unsent")
+            data = data[sent:]
 
 
 def write_all(f: Any, *parts: bytes) -> None:
@@ -147,9 +159,11 @@ def read_int8_str(f: Any) -> bytes:
     return read(f, read_int8(f))
 
 
-def write_int4_str(f: Any, s: bytes) -> None:
-    write(f, _int4.pack(len(s)) + s)
+def write_int4_str(f: Any, s: bytes | str) -> None:
+    data = as_bytes(s)  # a str as latin-1, as write() takes it
+    write(f, _int4.pack(len(data)) + data)
 
 
-def write_int8_str(f: Any, s: bytes) -> None:
-    write(f, _int8.pack(len(s)) + s)
+def write_int8_str(f: Any, s: bytes | str) -> None:
+    data = as_bytes(s)
+    write(f, _int8.pack(len(data)) + data)

@@ -194,7 +194,7 @@ class StorageServer(
         prefetch_records: int = 256,
         prefetch_bytes: int = 512 * 1024,
         pack_slice: float = 0.02,
-        create_root: bool = True,
+        create_root: bool = False,
     ) -> None:
         if not isinstance(gcbytes, (int, float)) or gcbytes < 0:
             raise ValueError(f"gcbytes must be a number >= 0, not {gcbytes!r}")
