@@ -70,7 +70,7 @@ def test_the_flag_tells_which_path_runs():
 
 
 def test_the_accelerator_is_there_where_required():
-    """The tox envs without -pure set DURUS_REQUIRE_ACCELERATOR: no silent fallback."""
+    """The -all, interop and durus43suite envs require the accelerator: no silent fallback."""
     if os.environ.get("DURUS_REQUIRE_ACCELERATOR", "") in ("", "0"):
         pytest.skip("DURUS_REQUIRE_ACCELERATOR is not set")
     assert durus.persistent.accelerated, "durus._persistent_accel was not built"

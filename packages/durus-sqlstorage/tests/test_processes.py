@@ -27,6 +27,8 @@ WRITER = textwrap.dedent("""
 
     url, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     connection = Connection(open_storage_url(url))
+    print("ready", flush=True)
+    sys.stdin.read()  # the writers start together, so that they really collide
     done = conflicts = 0
     while done < rounds:
         try:
@@ -45,7 +47,7 @@ WRITER = textwrap.dedent("""
 def _start_writer(url: str, name: str, rounds: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, url, name, str(rounds)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
@@ -59,10 +61,14 @@ def test_concurrent_writers_conflict_and_lose_nothing(opener):
 
     rounds = 40
     writers = [_start_writer(opener.url, name, rounds) for name in names]
+    for writer in writers:
+        assert writer.stdout.readline() == "ready\n", writer.stderr.read()
+    for writer in writers:
+        writer.stdin.close()
     conflicts = 0
     for writer in writers:
-        out, err = writer.communicate(timeout=240)
-        assert writer.returncode == 0, err
+        out = writer.stdout.read()
+        assert writer.wait(240) == 0, writer.stderr.read()
         conflicts += int(out.split()[-1])
 
     connection.abort()
@@ -81,7 +87,7 @@ def test_invalidations_reach_another_process(opener):
     seen = connection.get_root()["counter"]
     assert seen["n"] == 0
     writer = _start_writer(opener.url, "solo", 3)
-    _out, err = writer.communicate(timeout=120)
+    _out, err = writer.communicate(input="", timeout=120)
     assert writer.returncode == 0, err
     connection.abort()
     assert seen["n"] == 3

@@ -79,6 +79,14 @@ def test_tox_never_downloads_an_interpreter():
     assert tox["tox"]["skip_missing_interpreters"] == "false"
 
 
+#: The fresh-venv installs build every distribution from scratch (minutes): they
+#: run once per CI run, in the tox env ``readme``, which sets this variable.
+fresh_venv = pytest.mark.skipif(
+    os.environ.get("DURUS_FRESH_VENV_TESTS") != "1",
+    reason="run by the tox env readme (DURUS_FRESH_VENV_TESTS=1)",
+)
+
+
 def run_in_a_fresh_venv(command: str, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
     """``command`` (a README line) from the root of the clone, with ``python3`` and the
     commands it installs taken from a new virtual environment, as a new user would."""
@@ -92,12 +100,14 @@ def run_in_a_fresh_venv(command: str, tmp_path: pathlib.Path) -> subprocess.Comp
     )
 
 
+@fresh_venv
 def test_root_readme_embedded_install_works_in_a_fresh_venv(tmp_path):
     result = run_in_a_fresh_venv(shell_blocks(ROOT / "README.md")[0].strip(), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("1 visit(s) recorded")
 
 
+@fresh_venv
 def test_root_readme_durus_command_install_works_in_a_fresh_venv(tmp_path):
     # `pip install ./packages/durus` alone once failed: its siblings are on no index.
     result = run_in_a_fresh_venv(shell_blocks(ROOT / "README.md")[1].strip(), tmp_path)
