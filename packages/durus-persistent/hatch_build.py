@@ -23,12 +23,14 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("src/durus/_persistent_accel.c")
+# The C files linked into the one extension module (_persistent_accel.h is
+# their shared header).
+SOURCES = (Path("src/durus/_persistent_accel.c"), Path("src/durus/_accel_btree.c"))
 MODULE = "_persistent_accel"
 
 
-def compile_command(source: Path, target: Path) -> list[str]:
-    """The compile-and-link command for ``source`` into the shared object ``target``."""
+def compile_command(sources: list[Path], target: Path) -> list[str]:
+    """The compile-and-link command for ``sources`` into the shared object ``target``."""
     config = sysconfig.get_config_vars()
     compiler = os.environ.get("CC") or config.get("CC") or "cc"
     ldshared = shlex.split(config.get("LDSHARED") or f"{compiler} -shared")
@@ -37,14 +39,14 @@ def compile_command(source: Path, target: Path) -> list[str]:
     cflags = shlex.split(config.get("CFLAGS") or "-O2")
     ccshared = shlex.split(config.get("CCSHARED") or "-fPIC")
     include = sysconfig.get_paths()["include"]
-    return [*ldshared, *ccshared, *cflags, f"-I{include}", str(source), "-o", str(target)]
+    return [*ldshared, *ccshared, *cflags, f"-I{include}", *map(str, sources), "-o", str(target)]
 
 
 def build_extension(root: Path, target: Path) -> str | None:
     """Compile into ``target``; the reason it failed, or None."""
     if os.environ.get("DURUS_BUILD_PURE", "") not in ("", "0"):
         return "DURUS_BUILD_PURE is set"
-    command = compile_command(root / SOURCE, target)
+    command = compile_command([root / source for source in SOURCES], target)
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     except OSError as error:

@@ -1469,3 +1469,106 @@ def test_the_c_search_finds_what_bnode_search_finds(keys, probes):
         tree[key] = repr(key)
     for probe in [*keys[:10], *probes]:
         assert _accel.bnode_search(tree.root, probe) == tree.root.search(probe)
+
+
+class ForeignIterNode(BNode4):
+    """A node class with its own __iter__: the C walk must go through it."""
+
+    __slots__ = ()
+
+    def __iter__(self):  # type: ignore[override]
+        from durus.btree import _python_bnode_iter
+
+        for item in list(_python_bnode_iter(self)):
+            yield (item[0], f"via {item[1]}")
+
+
+def _reference_walk(node: BNode) -> Any:
+    """BNode.__iter__ of btree.py, each child walked by it too."""
+    nodes = node.nodes
+    if nodes is None:
+        yield from node.items
+    else:
+        for position, item in enumerate(node.items):
+            yield from _reference_descend(nodes[position])
+            yield item
+        yield from _reference_descend(nodes[-1])
+
+
+def _reference_descend(node: BNode) -> Any:
+    """``iter(node)`` for the reference: a class's own __iter__ is used."""
+    return iter(node) if type(node) is ForeignIterNode else _reference_walk(node)
+
+
+def _reference_walk_from_root(tree: BTree) -> Any:
+    """``for item in self.root`` in a generator: root is read at its start."""
+    yield from _reference_descend(tree.root)
+
+
+def _walk_in_a_fresh_transaction(
+    storage: MemoryStorage, iterate: Any, steps: int
+) -> tuple[list[Any], list[tuple[bytes | None, int]]]:
+    """Take ``steps`` items of ``iterate(tree)`` in a new connection: what came
+    out, and the oid and status of each recent object in access order."""
+    connection = Connection(storage)
+    tree = connection.get_root()["tree"]
+    iterator = iterate(tree)
+    got = [value for _, value in zip(range(steps), iterator, strict=False)]
+    recent = [(obj._p_oid, obj._p_status) for obj in connection.cache.recent_objects]
+    return got, recent
+
+
+@pytest.mark.skipif(not accelerated, reason="the C accelerator is not running")
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.integers(-200, 200), unique=True, max_size=150),
+    foreign=st.sets(st.integers(0, 40), max_size=4),
+    steps=st.integers(0, 160),
+    kind=st.sampled_from(["items", "keys", "values", "list_keys", "list_values", "list_items"]),
+)
+def test_the_c_walk_reads_and_yields_what_the_python_walk_does(keys, foreign, steps, kind):
+    """The C iterators against BNode.__iter__ in Python: the same items, and the
+    same loads and first touches in the same order, after any number of steps."""
+
+    storage = MemoryStorage()
+    connection = Connection(storage)
+    tree = BTree(BNode4)
+    for key in keys:
+        tree[key] = str(key)
+    # Some nodes become nodes of a class with its own __iter__.
+    nodes = [tree.root]
+    for node in nodes:
+        nodes.extend(node.nodes or ())
+    for index in sorted(foreign):
+        if index < len(nodes):
+            nodes[index].__class__ = ForeignIterNode
+    connection.get_root()["tree"] = tree
+    connection.commit()
+
+    def python_walk(tree: BTree) -> Any:
+        # BTree's methods in Python: the method lookup is the tree's first
+        # touch; iteritems reads root at once, the generators at their start.
+        if kind == "keys":
+            return (item[0] for item in _reference_walk_from_root(tree))
+        getattr(tree, {"items": "iteritems", "values": "itervalues"}.get(kind, kind[5:]))
+        if kind == "items":
+            return _reference_descend(tree.root)
+        if kind == "values":
+            return (item[1] for item in _reference_walk_from_root(tree))
+        part = {"list_keys": 0, "list_values": 1}.get(kind)
+        items = list(_reference_descend(tree.root))
+        return iter(items if part is None else [item[part] for item in items])
+
+    def c_walk(tree: BTree) -> Any:
+        if kind == "items":
+            return tree.iteritems()
+        if kind == "keys":
+            return iter(tree)
+        if kind == "values":
+            return tree.itervalues()
+        listing = {"list_keys": tree.keys, "list_values": tree.values, "list_items": tree.items}
+        return iter(listing[kind]())
+
+    assert _walk_in_a_fresh_transaction(storage, c_walk, steps) == _walk_in_a_fresh_transaction(
+        storage, python_walk, steps
+    )

@@ -13,7 +13,8 @@
  *   RecentObjects   the connection's recently accessed objects, strongly
  *                   held, least recently accessed first (what the pure path
  *                   keeps in an OrderedDict keyed by id)
- *   bnode_search    BNode.search without a Python frame per node
+ *   (_accel_btree.c) BNode.search and BTree iteration without a Python
+ *                   frame per node
  *   new_ghost, setattr_plain, delattr_plain, set_load_hook
  *
  * The pure-Python code in persistent.py and connection.py is the reference:
@@ -23,6 +24,8 @@
 #include <Python.h>
 #include <structmember.h>
 #include <string.h>
+
+#include "_persistent_accel.h"
 
 #define UNSAVED 1
 #define SAVED 0
@@ -676,131 +679,6 @@ static PyTypeObject PBType = {
     .tp_members = pb_members,
 };
 
-/* -- BTree search ----------------------------------------------------------------- */
-
-static PyObject *str_items = NULL;
-static PyObject *str_nodes = NULL;
-
-/* items[index][0], the key of an item (operator.itemgetter(0) in btree.py). */
-static PyObject *
-key_at(PyObject *items, Py_ssize_t index)
-{
-    PyObject *item = PySequence_GetItem(items, index);
-    PyObject *key;
-    if (item == NULL) {
-        return NULL;
-    }
-    key = PySequence_GetItem(item, 0);
-    Py_DECREF(item);
-    return key;
-}
-
-/* BNode.search(node, key) rule for rule: the attribute reads go through the
- * node's getattro (ghost load, first touch), the bisection is bisect_left's. */
-static PyObject *
-bnode_search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *node, *key;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "bnode_search(node, key)");
-        return NULL;
-    }
-    node = args[0];
-    key = args[1];
-    Py_INCREF(node);
-    for (;;) {
-        PyObject *items = PyObject_GetAttr(node, str_items), *nodes, *child;
-        Py_ssize_t low = 0, high, position;
-        if (items == NULL) {
-            goto fail_node;
-        }
-        high = PySequence_Size(items);
-        if (high < 0) {
-            goto fail_items;
-        }
-        position = high;
-        while (low < high) {
-            Py_ssize_t middle = low + (high - low) / 2;
-            PyObject *middle_key = key_at(items, middle);
-            int less;
-            if (middle_key == NULL) {
-                goto fail_items;
-            }
-            less = PyObject_RichCompareBool(middle_key, key, Py_LT);
-            Py_DECREF(middle_key);
-            if (less < 0) {
-                goto fail_items;
-            }
-            if (less) {
-                low = middle + 1;
-            }
-            else {
-                high = middle;
-            }
-        }
-        position = low;
-        /* Again: a comparison may have run code that changed the list. */
-        high = PySequence_Size(items);
-        if (high < 0) {
-            goto fail_items;
-        }
-        if (position < high) {
-            PyObject *item = PySequence_GetItem(items, position), *item_key, *equal;
-            int found;
-            if (item == NULL) {
-                goto fail_items;
-            }
-            item_key = PySequence_GetItem(item, 0);
-            if (item_key == NULL) {
-                Py_DECREF(item);
-                goto fail_items;
-            }
-            /* `items[position][0] == key` as Python spells it (no identity shortcut). */
-            equal = PyObject_RichCompare(item_key, key, Py_EQ);
-            Py_DECREF(item_key);
-            found = equal == NULL ? -1 : PyObject_IsTrue(equal);
-            Py_XDECREF(equal);
-            if (found != 0) {
-                Py_DECREF(items);
-                Py_DECREF(node);
-                if (found < 0) {
-                    Py_DECREF(item);
-                    return NULL;
-                }
-                return item;
-            }
-            Py_DECREF(item);
-        }
-        Py_DECREF(items);
-        nodes = PyObject_GetAttr(node, str_nodes);
-        if (nodes == NULL) {
-            goto fail_node;
-        }
-        if (nodes == Py_None) {
-            Py_DECREF(nodes);
-            Py_DECREF(node);
-            Py_RETURN_NONE;
-        }
-        child = PySequence_GetItem(nodes, position);
-        Py_DECREF(nodes);
-        if (child == NULL) {
-            goto fail_node;
-        }
-        Py_SETREF(node, child);
-        /* A tree whose nodes form a cycle loops forever, as BNode.search
-         * does; like it, stay interruptible (Ctrl-C). */
-        if (PyErr_CheckSignals() < 0) {
-            goto fail_node;
-        }
-        continue;
-    fail_items:
-        Py_DECREF(items);
-    fail_node:
-        Py_DECREF(node);
-        return NULL;
-    }
-}
-
 /* -- module functions ------------------------------------------------------------ */
 
 static PyObject *
@@ -890,8 +768,6 @@ static PyMethodDef module_methods[] = {
      "Set an attribute without tracking (object.__setattr__ refuses C bases)."},
     {"delattr_plain", (PyCFunction)(void (*)(void))delattr_plain, METH_FASTCALL,
      "Delete an attribute without tracking."},
-    {"bnode_search", (PyCFunction)(void (*)(void))bnode_search, METH_FASTCALL,
-     "BNode.search(node, key) in C: the item with key in node's subtree, or None."},
     {"set_load_hook", (PyCFunction)set_load_hook, METH_O,
      "The function a ghost's first tracked read calls to load it."},
     {NULL}
@@ -916,10 +792,7 @@ PyInit__persistent_accel(void)
     str_note_access = PyUnicode_InternFromString("note_access");
     str_note_change = PyUnicode_InternFromString("_p_note_change");
     str_new = PyUnicode_InternFromString("__new__");
-    str_items = PyUnicode_InternFromString("items");
-    str_nodes = PyUnicode_InternFromString("nodes");
-    if (str_note_access == NULL || str_note_change == NULL || str_new == NULL
-        || str_items == NULL || str_nodes == NULL) {
+    if (str_note_access == NULL || str_note_change == NULL || str_new == NULL) {
         return NULL;
     }
     module = PyModule_Create(&accel_module);
@@ -932,7 +805,8 @@ PyInit__persistent_accel(void)
     if (PyModule_AddObject(module, "PersistentBase", (PyObject *)&PBType) < 0
         || PyModule_AddObject(module, "ConnectionBase", (PyObject *)&ConnType) < 0
         || PyModule_AddObject(module, "RecentObjects", (PyObject *)&RecentType) < 0
-        || PyModule_AddIntConstant(module, "GHOST", GHOST) < 0) {
+        || PyModule_AddIntConstant(module, "GHOST", GHOST) < 0
+        || accel_btree_add(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

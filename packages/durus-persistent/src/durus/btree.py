@@ -439,6 +439,25 @@ def _gen_bnode_classes() -> Iterator[type[BNode]]:
 #: comparisons), which spares a Python frame and bound method per node.
 _search: Callable[[Any, Any], Any] = BNode.search if _accel is None else _accel.bnode_search
 
+# What the accelerator's iterators yield of each item.
+_ITEMS, _KEYS, _VALUES = 0, 1, 2
+
+#: BNode.__iter__ in Python, the reference of the accelerator's walk.
+_python_bnode_iter = BNode.__iter__
+
+if _accel is not None:
+    # Iteration in C: BNode.__iter__'s walk, step for step (the same reads of
+    # ``nodes`` then ``items``, when the generator would make them), without a
+    # generator per node.  Nodes of a class with its own __iter__ still go
+    # through it.
+    def _bnode_iter(self: BNode) -> Iterator[tuple[Any, Any]]:
+        return _accel.iterate_bnode(self, _ITEMS)  # type: ignore[no-any-return]
+
+    _bnode_iter.__doc__ = BNode.__iter__.__doc__
+    _bnode_iter.__qualname__ = "BNode.__iter__"
+    BNode.__iter__ = _bnode_iter  # type: ignore[method-assign]
+    _accel.set_bnode_iter(_bnode_iter)
+
 
 class BTree(PersistentObject, MutableMapping):
     """A persistent sorted mapping stored as a B-tree of ``BNode`` records.
@@ -480,6 +499,18 @@ class BTree(PersistentObject, MutableMapping):
         for item in self.root:
             yield item[0]
 
+    if _accel is not None:
+        # The generators above in C (self.root, too, is read at the first next()).
+
+        def iterkeys(self) -> Iterator[Any]:  # type: ignore[no-redef]
+            return _accel.iterate_btree(self, _KEYS)  # type: ignore[no-any-return]
+
+        def itervalues(self) -> Iterator[Any]:  # type: ignore[no-redef]
+            return _accel.iterate_btree(self, _VALUES)  # type: ignore[no-any-return]
+
+        def __iter__(self) -> Iterator[Any]:  # type: ignore[no-redef]
+            return _accel.iterate_btree(self, _KEYS)  # type: ignore[no-any-return]
+
     def __reversed__(self) -> Iterator[Any]:
         for item in reversed(self.root):
             yield item[0]
@@ -490,10 +521,14 @@ class BTree(PersistentObject, MutableMapping):
 
     def keys(self) -> list[Any]:  # type: ignore[override]
         """A new list of the keys in order."""
+        if _accel is not None:
+            return list(_accel.iterate_bnode(self.root, _KEYS))
         return [item[0] for item in self.root]
 
     def values(self) -> list[Any]:  # type: ignore[override]
         """A new list of the values in key order."""
+        if _accel is not None:
+            return list(_accel.iterate_bnode(self.root, _VALUES))
         return [item[1] for item in self.root]
 
     def items_backward(self) -> Iterator[tuple[Any, Any]]:
