@@ -15,7 +15,8 @@
  *                   keeps in an OrderedDict keyed by id)
  *   (_accel_btree.c) BNode.search and BTree iteration without a Python
  *                   frame per node
- *   new_ghost, setattr_plain, delattr_plain, set_load_hook
+ *   new_ghost, setattr_plain, delattr_plain, set_load_hook,
+ *   set_pristine_state (a ghost's first load without asking for __dict__)
  *
  * The pure-Python code in persistent.py and connection.py is the reference:
  * every rule here has its Python twin there, and the tests run both.
@@ -39,6 +40,10 @@ typedef struct PBObject {
     PyObject *oid;
     long long serial;
     int status;
+    /* Set only on a ghost that new_ghost made with PersistentBase.__new__ and
+     * that nothing has written to since: it has no instance attributes at
+     * all, so loading it needs no clearing (set_pristine_state). */
+    char pristine;
     /* Links of the recent-objects list; ring is NULL when not in one. */
     struct PBObject *prev;
     struct PBObject *next;
@@ -66,6 +71,14 @@ static PyObject *load_hook = NULL;      /* persistent._load_ghost */
 static PyObject *str_note_access = NULL;
 static PyObject *str_note_change = NULL;
 static PyObject *str_new = NULL;
+static PyObject *str_setstate = NULL;
+static PyObject *empty_tuple = NULL;
+/* The classes of which set_pristine_state has loaded an object (see new_ghost). */
+static PyObject *loaded_classes = NULL;
+/* Persistent.__setstate__ (updates __dict__) and PersistentObject.__setstate__
+ * (sets attributes): the functions set_pristine_state stands in for. */
+static PyObject *dict_setstate = NULL;
+static PyObject *slots_setstate = NULL;
 #define PB_Check(op) PyObject_TypeCheck(op, &PBType)
 
 /* Whether op is a ConnectionBase.  No cache of the last type seen: a borrowed
@@ -547,9 +560,8 @@ is_tracked(PyObject *name)
 }
 
 static PyObject *
-pb_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+pb_init_fields(PBObject *self)
 {
-    PBObject *self = (PBObject *)type->tp_alloc(type, 0);
     if (self != NULL) {
         self->status = UNSAVED;
         self->serial = 0;
@@ -559,6 +571,24 @@ pb_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         self->oid = Py_None;
     }
     return (PyObject *)self;
+}
+
+static PyObject *
+pb_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    /* Through object.__new__ rather than tp_alloc alone: on CPython 3.11 and
+     * 3.12 it also sets up the compact per-class attribute storage of a class
+     * with a __dict__, without which the first attribute set makes a real
+     * dict (more memory, slower reads). */
+    return pb_init_fields((PBObject *)PyBaseObject_Type.tp_new(type, empty_tuple, NULL));
+}
+
+/* An object of type without the compact attribute storage (3.11, 3.12; on
+ * 3.13 the allocation itself sets it up). */
+static PyObject *
+pb_alloc(PyTypeObject *type)
+{
+    return pb_init_fields((PBObject *)type->tp_alloc(type, 0));
 }
 
 /* Load the ghost if it is one, then record the access: the slow path of a read. */
@@ -617,6 +647,7 @@ pb_getattro(PBObject *self, PyObject *name)
 static int
 pb_setattro(PBObject *self, PyObject *name, PyObject *value)
 {
+    self->pristine = 0;
     if (self->status != UNSAVED && is_tracked(name)) {
         PyObject *noted = PyObject_CallMethodNoArgs((PyObject *)self, str_note_change);
         if (noted == NULL) {
@@ -698,7 +729,27 @@ new_ghost(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (((PyTypeObject *)cls)->tp_new == pb_new) {
-        made = pb_new((PyTypeObject *)cls, NULL, NULL);
+        int loaded = PySet_Contains(loaded_classes, cls);
+        if (loaded < 0) {
+            return NULL;
+        }
+        if (loaded) {
+            made = pb_new((PyTypeObject *)cls, NULL, NULL);
+        }
+        else {
+            /* Until one object of the class has been loaded, its ghosts get
+             * no compact attribute storage: on CPython 3.11 and 3.12 each
+             * storage set up before the class's attribute names are known
+             * shrinks the room left for them (to one name, after a BTree
+             * node's worth of ghosts), and then every object of the class
+             * for the life of the process needs a real dict.  Loading one
+             * object records the names; ghosts made after it get the
+             * compact storage. */
+            made = pb_alloc((PyTypeObject *)cls);
+        }
+        if (made != NULL) {
+            ((PBObject *)made)->pristine = 1;
+        }
     }
     else {
         /* The class has its own __new__: call it as Durus does, no arguments. */
@@ -734,6 +785,9 @@ setattr_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "setattr_plain(obj, name, value)");
         return NULL;
     }
+    if (PB_Check(args[0])) {
+        ((PBObject *)args[0])->pristine = 0;
+    }
     if (PyObject_GenericSetAttr(args[0], args[1], args[2]) < 0) {
         return NULL;
     }
@@ -747,9 +801,100 @@ delattr_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "delattr_plain(obj, name)");
         return NULL;
     }
+    if (PB_Check(args[0])) {
+        ((PBObject *)args[0])->pristine = 0;
+    }
     if (PyObject_GenericSetAttr(args[0], args[1], NULL) < 0) {
         return NULL;
     }
+    Py_RETURN_NONE;
+}
+
+/* set_pristine_state(obj, state, as_dict): load state into a pristine ghost
+ * attribute by attribute, and say whether it did (False: the caller's
+ * general code must).  Why: the general code clears the instance __dict__
+ * first, and on CPython 3.11+ merely asking for __dict__ turns the compact
+ * per-class attribute storage into a real dict, which costs a dict per object
+ * and slower reads.  A pristine ghost has nothing to clear.
+ *
+ * as_dict (Persistent.__setstate__, which updates __dict__ directly): done
+ * only when every key is a str that no data descriptor of the class
+ * intercepts, so that setting attributes stores exactly what update() would.
+ * Otherwise (PersistentObject.__setstate__) every item is set as an
+ * attribute, as that code does after its clearing. */
+static PyObject *
+set_pristine_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *obj, *state, *key, *value, *setstate;
+    Py_ssize_t position = 0;
+    int as_dict;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_pristine_state(obj, state)");
+        return NULL;
+    }
+    obj = args[0];
+    state = args[1];
+    if (!PB_Check(obj) || !((PBObject *)obj)->pristine || !PyDict_CheckExact(state)
+        || ((PBObject *)obj)->status != GHOST || str_setstate == NULL) {
+        Py_RETURN_FALSE;
+    }
+    /* Only under the class's own (not overridden) __setstate__: no other
+     * code may have run on the ghost since new_ghost made it. */
+    setstate = _PyType_Lookup(Py_TYPE(obj), str_setstate);
+    if (setstate != NULL && setstate == dict_setstate) {
+        as_dict = 1;
+    }
+    else if (setstate != NULL && setstate == slots_setstate) {
+        as_dict = 0;
+    }
+    else {
+        Py_RETURN_FALSE;
+    }
+    if (as_dict) {
+        while (PyDict_Next(state, &position, &key, &value)) {
+            PyObject *found;
+            if (!PyUnicode_CheckExact(key)) {
+                Py_RETURN_FALSE;
+            }
+            found = _PyType_Lookup(Py_TYPE(obj), key);
+            if (found != NULL && Py_TYPE(found)->tp_descr_set != NULL) {
+                Py_RETURN_FALSE;
+            }
+        }
+        position = 0;
+    }
+    ((PBObject *)obj)->pristine = 0;
+    Py_INCREF(state);  /* a setter may run code that drops the caller's */
+    while (PyDict_Next(state, &position, &key, &value)) {
+        int failed;
+        Py_INCREF(key);
+        Py_INCREF(value);
+        failed = PyObject_GenericSetAttr(obj, key, value) < 0;
+        Py_DECREF(value);
+        Py_DECREF(key);
+        if (failed) {
+            Py_DECREF(state);
+            return NULL;
+        }
+    }
+    Py_DECREF(state);
+    if (PySet_Add(loaded_classes, (PyObject *)Py_TYPE(obj)) < 0) {
+        return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+set_state_functions(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_state_functions(dict_setstate, slots_setstate)");
+        return NULL;
+    }
+    Py_INCREF(args[0]);
+    Py_XSETREF(dict_setstate, args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(slots_setstate, args[1]);
     Py_RETURN_NONE;
 }
 
@@ -768,6 +913,10 @@ static PyMethodDef module_methods[] = {
      "Set an attribute without tracking (object.__setattr__ refuses C bases)."},
     {"delattr_plain", (PyCFunction)(void (*)(void))delattr_plain, METH_FASTCALL,
      "Delete an attribute without tracking."},
+    {"set_pristine_state", (PyCFunction)(void (*)(void))set_pristine_state, METH_FASTCALL,
+     "Load state into a ghost that never had attributes; whether it did."},
+    {"set_state_functions", (PyCFunction)(void (*)(void))set_state_functions, METH_FASTCALL,
+     "Persistent.__setstate__ and PersistentObject.__setstate__, for set_pristine_state."},
     {"set_load_hook", (PyCFunction)set_load_hook, METH_O,
      "The function a ghost's first tracked read calls to load it."},
     {NULL}
@@ -792,7 +941,11 @@ PyInit__persistent_accel(void)
     str_note_access = PyUnicode_InternFromString("note_access");
     str_note_change = PyUnicode_InternFromString("_p_note_change");
     str_new = PyUnicode_InternFromString("__new__");
-    if (str_note_access == NULL || str_note_change == NULL || str_new == NULL) {
+    str_setstate = PyUnicode_InternFromString("__setstate__");
+    empty_tuple = PyTuple_New(0);
+    loaded_classes = PySet_New(NULL);
+    if (str_note_access == NULL || str_note_change == NULL || str_new == NULL
+        || str_setstate == NULL || empty_tuple == NULL || loaded_classes == NULL) {
         return NULL;
     }
     module = PyModule_Create(&accel_module);

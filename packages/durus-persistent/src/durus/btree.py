@@ -522,13 +522,13 @@ class BTree(PersistentObject, MutableMapping):
     def keys(self) -> list[Any]:  # type: ignore[override]
         """A new list of the keys in order."""
         if _accel is not None:
-            return list(_accel.iterate_bnode(self.root, _KEYS))
+            return list(_accel.iterate_btree(self, _KEYS))
         return [item[0] for item in self.root]
 
     def values(self) -> list[Any]:  # type: ignore[override]
         """A new list of the values in key order."""
         if _accel is not None:
-            return list(_accel.iterate_bnode(self.root, _VALUES))
+            return list(_accel.iterate_btree(self, _VALUES))
         return [item[1] for item in self.root]
 
     def items_backward(self) -> Iterator[tuple[Any, Any]]:

@@ -84,6 +84,13 @@ _setattribute: Callable[[Any, str, Any], None] = (
 _delattribute: Callable[[Any, str], None] = (
     object.__delattr__ if _accel is None else _accel.delattr_plain
 )
+# On CPython 3.11+ an object keeps its attributes in compact per-class storage
+# until something asks for its __dict__; the accelerator can fill a new
+# ghost's state without asking (None on the pure path, whose class switches
+# ask anyway).
+_set_pristine_state: Callable[[Any, Any], bool] | None = (
+    None if _accel is None else _accel.set_pristine_state
+)
 _set_class = object.__dict__["__class__"].__set__
 
 
@@ -387,6 +394,8 @@ class PersistentObject(PersistentBase):
         return state
 
     def __setstate__(self, state: Any) -> None:
+        if _set_pristine_state is not None and _set_pristine_state(self, state):
+            return  # a ghost with nothing to clear, filled attribute by attribute
         if _hasattribute(self, "__dict__"):
             _getattribute(self, "__dict__").clear()
         for name in _data_slot_names(real_class(self)):
@@ -506,9 +515,15 @@ class Persistent(PersistentObject):
     def __setstate__(self, state: Any) -> None:
         if state is None:
             raise TypeError(f"{real_class(self).__name__} state must be a dict, not None")
+        if _set_pristine_state is not None and _set_pristine_state(self, state):
+            return  # as update() would store it, without making __dict__ a real dict
         instance_dict = _getattribute(self, "__dict__")
         instance_dict.clear()
         instance_dict.update(state)
+
+
+if _accel is not None:
+    _accel.set_state_functions(Persistent.__setstate__, PersistentObject.__setstate__)
 
 
 class ComputedAttribute(PersistentObject):
