@@ -373,6 +373,9 @@ class Connection(ConnectionBase):
         self._recent = recent if _accel is not None else recent.map
         # Objects switched to a hot variant in this transaction.
         self._hot: list[Any] = []
+        # Whether persistent objects may do note_access's work themselves (the
+        # pure path's first touch): not for a class with its own note_access.
+        self._inline_first_touch = type(self).note_access is Connection.note_access
         # The commit's serializer, kept from one commit to the next.
         self._writer: ObjectWriter | None = None
         self.root = self.get(ROOT_OID)

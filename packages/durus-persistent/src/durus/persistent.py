@@ -106,6 +106,16 @@ def _hasattribute(obj: object, name: str) -> bool:
 # Names whose access never loads a ghost nor counts as an access (the
 # accelerator's is_tracked() spells out the same list).
 _UNTRACKED = frozenset(("__repr__", "__class__", "__setstate__"))
+# Names already classified by _is_tracked (a dict lookup beats slicing).
+_tracked_names: dict[str, bool] = {}
+
+
+def _is_tracked(name: str) -> bool:
+    """Whether reading ``name`` loads a ghost and counts as an access."""
+    tracked = name[:3] != "_p_" and name not in _UNTRACKED
+    if type(name) is str and len(_tracked_names) < 10_000:
+        _tracked_names[name] = tracked
+    return tracked
 
 
 if TYPE_CHECKING or _accel is None:
@@ -358,7 +368,39 @@ class PersistentObject(PersistentBase):
         # The accelerator's PersistentBase does this in C, rule for rule.
 
         def __getattribute__(self, name: str) -> Any:
-            if name[:3] != "_p_" and name not in _UNTRACKED:
+            tracked = _tracked_names.get(name)
+            if tracked is None:
+                tracked = _is_tracked(name)
+            if tracked:
+                cold = type(self)
+                family = _families.get(cold)
+                if family is not None:
+                    # Connection.note_access, inlined for the connections that
+                    # keep it (the hottest path of the pure code: once per
+                    # object and transaction).  The class switches first: then
+                    # the _p_ fields are plain slot reads, not descriptor calls.
+                    _set_class(self, family[_HOT_CLEAN])
+                    connection = self._p_connection
+                    status = self._p_status
+                    try:
+                        inline = connection._inline_first_touch
+                    except AttributeError:  # None, or not a Connection
+                        inline = False
+                    if inline and status != GHOST:
+                        if status == UNSAVED:
+                            _set_class(self, family[_HOT_DIRTY])
+                        connection._hot.append(self)
+                        serial = connection.transaction_serial
+                        if self._p_serial != serial:
+                            _set_serial_slot(self, serial)
+                            recent = connection._recent
+                            key = id(self)
+                            try:
+                                recent.move_to_end(key)
+                            except KeyError:
+                                recent[key] = self
+                        return _getattribute(self, name)
+                    _set_class(self, cold)
                 connection = _connection_of(self)
                 if connection is not None:
                     if _status_of(self) == GHOST:
