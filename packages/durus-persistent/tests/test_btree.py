@@ -1572,3 +1572,30 @@ def test_the_c_walk_reads_and_yields_what_the_python_walk_does(keys, foreign, st
     assert _walk_in_a_fresh_transaction(storage, c_walk, steps) == _walk_in_a_fresh_transaction(
         storage, python_walk, steps
     )
+
+
+class ReentrantNode(BNode4):
+    """Reading its ``nodes`` asks the running iterator for its next item."""
+
+    __slots__ = ()
+    running: list[Any] = []
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "nodes" and ReentrantNode.running:
+            next(ReentrantNode.running[0])
+        return super().__getattribute__(name)
+
+
+def test_an_iterator_asked_for_its_next_item_while_it_works_refuses():
+    tree = BTree(ReentrantNode)
+    for key in range(20):
+        tree[key] = key
+    iterator = iter(tree)
+    ReentrantNode.running[:] = [iterator]
+    try:
+        # A generator raises ValueError here too ("generator already executing").
+        with pytest.raises(ValueError, match="already executing"):
+            next(iterator)
+    finally:
+        ReentrantNode.running.clear()
+    assert list(tree) == list(range(20))

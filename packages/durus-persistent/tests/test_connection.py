@@ -390,3 +390,34 @@ def test_a_failed_commit_leaves_changed_objects_unsaved_and_tracked():
     del node.unpicklable
     connection.commit()
     assert node._p_status == SAVED and type(node) is Node
+
+
+class AuditingConnection(Connection):
+    """A connection whose class has its own note_access."""
+
+    def __init__(self, *args, **kwargs):
+        self.accessed = []
+        super().__init__(*args, **kwargs)
+
+    def note_access(self, obj):
+        self.accessed.append(obj._p_oid)
+        super().note_access(obj)
+
+
+def test_a_connection_class_with_its_own_note_access_sees_every_first_touch():
+    storage = MemoryStorage()
+    writer = Connection(storage)
+    writer.get_root()["a"], writer.get_root()["b"] = Node("a"), Node("b")
+    writer.commit()
+    connection = AuditingConnection(storage)
+    root = connection.get_root()
+    a, b = root["a"], root["b"]
+    for _ in range(2):
+        connection.abort()
+        connection.accessed.clear()
+        assert (a.name, b.name, a.name) == ("a", "b", "a")
+        # Each object's first read of the transaction (a load included) went
+        # through the method; once noted, later reads may skip it.
+        assert connection.accessed[:2] == [a._p_oid, b._p_oid]
+        assert set(connection.accessed) == {a._p_oid, b._p_oid}
+        assert a._p_serial == b._p_serial == connection.transaction_serial

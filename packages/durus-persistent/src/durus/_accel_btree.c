@@ -183,6 +183,7 @@ typedef struct {
     Py_ssize_t capacity;
     PyObject *tree;   /* iterate_btree: the BTree whose root is read at the first next() */
     int kind;
+    int running;      /* in next(): code it runs must not re-enter it (frames may move) */
 } BIterObject;
 
 static void
@@ -366,8 +367,26 @@ frame_start(Frame *frame)
     return 0;
 }
 
+static PyObject *biter_step(BIterObject *self);
+
 static PyObject *
 biter_next(BIterObject *self)
+{
+    PyObject *result;
+    if (self->running) {
+        /* As a generator refuses: a node's attribute read ran code that
+         * asked this very iterator for its next item. */
+        PyErr_SetString(PyExc_ValueError, "BTree iterator already executing");
+        return NULL;
+    }
+    self->running = 1;
+    result = biter_step(self);
+    self->running = 0;
+    return result;
+}
+
+static PyObject *
+biter_step(BIterObject *self)
 {
     if (self->tree != NULL) {
         /* `for item in self.root`, at the generator's first step. */
@@ -532,6 +551,7 @@ make_iterator(PyObject *const *args, Py_ssize_t nargs, const char *usage, int of
     self->capacity = 0;
     self->tree = NULL;
     self->kind = (int)kind;
+    self->running = 0;
     if (of_tree) {
         Py_INCREF(args[0]);
         self->tree = args[0];

@@ -61,6 +61,9 @@ typedef struct {
     PyObject_HEAD
     long long serial;
     RecentObject *recent;
+    /* Whether the class keeps ConnectionBase.note_access (set when made):
+     * only then do first touches skip the method call. */
+    int own_note_access;
 } ConnObject;
 
 static PyTypeObject PBType;
@@ -92,6 +95,14 @@ is_conn(PyObject *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
     return tp == &ConnType || tp->tp_base == &ConnType || PyType_IsSubtype(tp, &ConnType);
+}
+
+/* Whether the first touches of op's objects are recorded here in C rather
+ * than by calling op.note_access: a ConnectionBase whose class keeps it. */
+static inline int
+notes_in_c(PyObject *op)
+{
+    return is_conn(op) && !((ConnObject *)op)->own_note_access;
 }
 
 /* -- the recent-objects list ------------------------------------------------ */
@@ -384,12 +395,16 @@ conn_note_access(ConnObject *conn, PBObject *obj)
     }
 }
 
+static PyObject *base_note_access = NULL;  /* ConnectionBase.__dict__["note_access"] */
+
 static PyObject *
 conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     ConnObject *self = (ConnObject *)type->tp_alloc(type, 0);
     if (self != NULL) {
         self->serial = 1;
+        /* A subclass with its own note_access gets it called, as on the pure path. */
+        self->own_note_access = _PyType_Lookup(type, str_note_access) != base_note_access;
     }
     return (PyObject *)self;
 }
@@ -613,7 +628,7 @@ pb_touch(PBObject *self)
         }
         Py_DECREF(loaded);
     }
-    if (is_conn(connection)) {
+    if (notes_in_c(connection)) {
         conn_note_access((ConnObject *)connection, self);
     }
     else {
@@ -637,7 +652,12 @@ pb_getattro(PBObject *self, PyObject *name)
         && (self->status == GHOST || !is_conn(connection)
             || ((ConnObject *)connection)->serial != self->serial)
         && is_tracked(name)) {
-        if (pb_touch(self) < 0) {
+        if (self->status != GHOST && notes_in_c(connection)) {
+            /* The usual first touch: no load, so no code runs that could
+             * drop self or its connection, and no references are needed. */
+            conn_note_access((ConnObject *)connection, self);
+        }
+        else if (pb_touch(self) < 0) {
             return NULL;
         }
     }
@@ -939,12 +959,15 @@ PyInit__persistent_accel(void)
         return NULL;
     }
     str_note_access = PyUnicode_InternFromString("note_access");
+    base_note_access = str_note_access == NULL ? NULL
+        : PyDict_GetItemWithError(ConnType.tp_dict, str_note_access);  /* borrowed: the type keeps it */
     str_note_change = PyUnicode_InternFromString("_p_note_change");
     str_new = PyUnicode_InternFromString("__new__");
     str_setstate = PyUnicode_InternFromString("__setstate__");
     empty_tuple = PyTuple_New(0);
     loaded_classes = PySet_New(NULL);
-    if (str_note_access == NULL || str_note_change == NULL || str_new == NULL
+    if (str_note_access == NULL || base_note_access == NULL || str_note_change == NULL
+        || str_new == NULL
         || str_setstate == NULL || empty_tuple == NULL || loaded_classes == NULL) {
         return NULL;
     }
