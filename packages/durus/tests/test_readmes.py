@@ -79,6 +79,38 @@ def test_tox_never_downloads_an_interpreter():
     assert tox["tox"]["skip_missing_interpreters"] == "false"
 
 
+def _expand(spec: str) -> list[str]:
+    """A tox env_list entry with {a,b} groups, as the env names it stands for."""
+    start = spec.find("{")
+    if start < 0:
+        return [spec]
+    end = spec.index("}", start)
+    return [
+        name
+        for choice in spec[start + 1 : end].split(",")
+        for name in _expand(spec[:start] + choice + spec[end + 1 :])
+    ]
+
+
+def test_tox_runs_every_test_on_both_paths_on_every_cpython():
+    """Issue 14: every distribution's tests on the pure path and with the C
+    accelerator, on every CPython of the matrix; the alone envs stay alone."""
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    envs = {name for line in tox["tox"]["env_list"].split() for name in _expand(line)}
+    distributions = ["persistent", "filestorage", "client", "server", "cli", "sqlstorage"]
+    for python in ("py310", "py311", "py312", "py313"):
+        for dist in distributions:
+            assert f"{python}-{dist}-pure" in envs  # alone, pure path
+        assert f"{python}-all" in envs  # everything together, accelerated
+    settings = [line.replace(" ", "") for line in tox["testenv"]["set_env"].splitlines()]
+    assert "pure:DURUS_PURE_PYTHON=1" in settings
+    assert "!pure:DURUS_REQUIRE_ACCELERATOR=1" in settings
+    assert "all:TESTS=packages" in settings
+
+
 #: The fresh-venv installs build every distribution from scratch (minutes): they
 #: run once per CI run, in the tox env ``readme``, which sets this variable.
 fresh_venv = pytest.mark.skipif(

@@ -388,6 +388,27 @@ biter_next(BIterObject *self)
 static PyObject *
 biter_step(BIterObject *self)
 {
+    if (self->depth > 0) {
+        /* The common step, without the state machine: the next (key, value)
+         * tuple of a leaf's list.  Read in place: a key or a value needs no
+         * reference to the tuple (its cache line is read, never written). */
+        Frame *leaf = &self->frames[self->depth - 1];
+        if (leaf->state == ITEMS && leaf->nodes == Py_None && leaf->items != NULL
+            && leaf->items_iter == NULL) {
+            Py_ssize_t index = leaf->index, size = PyList_GET_SIZE(leaf->items);
+            if (index < size) {
+                PyObject *item = PyList_GET_ITEM(leaf->items, index);
+                if (self->kind == 0 || (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2)) {
+                    PyObject *result = self->kind == 0 ? item
+                        : PyTuple_GET_ITEM(item, self->kind == 1 ? 0 : 1);
+                    prefetch_ahead(leaf->items, index, size);
+                    leaf->index = index + 1;
+                    Py_INCREF(result);
+                    return result;
+                }
+            }
+        }
+    }
     if (self->tree != NULL) {
         /* `for item in self.root`, at the generator's first step. */
         PyObject *tree = self->tree, *root;
