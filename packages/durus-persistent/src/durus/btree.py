@@ -451,7 +451,7 @@ if _accel is not None:
     # generator per node.  Nodes of a class with its own __iter__ still go
     # through it.
     def _bnode_iter(self: BNode) -> Iterator[tuple[Any, Any]]:
-        return _accel.iterate_bnode(self, _ITEMS)  # type: ignore[no-any-return]
+        return _accel.iterate_bnode(self, _ITEMS)
 
     _bnode_iter.__doc__ = BNode.__iter__.__doc__
     _bnode_iter.__qualname__ = "BNode.__iter__"
@@ -502,14 +502,14 @@ class BTree(PersistentObject, MutableMapping):
     if _accel is not None:
         # The generators above in C (self.root, too, is read at the first next()).
 
-        def iterkeys(self) -> Iterator[Any]:  # type: ignore[no-redef]
-            return _accel.iterate_btree(self, _KEYS)  # type: ignore[no-any-return]
+        def iterkeys(self) -> Iterator[Any]:
+            return _accel.iterate_btree(self, _KEYS)
 
-        def itervalues(self) -> Iterator[Any]:  # type: ignore[no-redef]
-            return _accel.iterate_btree(self, _VALUES)  # type: ignore[no-any-return]
+        def itervalues(self) -> Iterator[Any]:
+            return _accel.iterate_btree(self, _VALUES)
 
-        def __iter__(self) -> Iterator[Any]:  # type: ignore[no-redef]
-            return _accel.iterate_btree(self, _KEYS)  # type: ignore[no-any-return]
+        def __iter__(self) -> Iterator[Any]:
+            return _accel.iterate_btree(self, _KEYS)
 
     def __reversed__(self) -> Iterator[Any]:
         for item in reversed(self.root):
