@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue, envs, machine, report, results, targets
+from .outcome import ERROR, OK, UNAVAILABLE, Outcome
 from .postgres import Postgres
-from .runner import ERROR, OK, UNAVAILABLE, Outcome, Runner, log_tail
+from .runner import Runner, log_tail
 
 SYSTEMS = ("ours", "pure", "durus43", "zodb", "relstorage")
 SMOKE_SCALE = 0.01

@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from .envs import PACKAGES, ROOT
-from .runner import ERROR, OK, UNAVAILABLE
+from .outcome import ERROR, OK, UNAVAILABLE
 
 CLUSTER_MODULE = PACKAGES / "durus-sqlstorage" / "tests" / "postgres_cluster.py"
 

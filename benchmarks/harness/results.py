@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalogue import Workload
-from .runner import ERROR, OK, UNAVAILABLE, Outcome
+from .outcome import ERROR, OK, UNAVAILABLE, Outcome
 from .stats import ratio, summarize
 
 SCHEMA = 1

@@ -13,29 +13,18 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .catalogue import FixtureRef, Workload
 from .envs import BENCH_DIR, Env
+from .outcome import ERROR, OK, UNAVAILABLE, Outcome
 
 if TYPE_CHECKING:
     from .postgres import Postgres
 
 EXIT_UNAVAILABLE = 3  # bench_driver.protocol.EXIT_UNAVAILABLE
-OK, UNAVAILABLE, ERROR = "ok", "unavailable", "error"
 DEPENDS = {"db_packed": "db"}  # a packed fixture is a packed copy of this one
-
-
-@dataclass
-class Outcome:
-    status: str
-    figures: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
-    seconds: float = 0.0
-    log: str = ""
 
 
 def log_tail(path: Path, lines: int = 20) -> list[str]:

@@ -25,7 +25,11 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 # The C files linked into the one extension module (_persistent_accel.h is
 # their shared header).
-SOURCES = (Path("src/durus/_persistent_accel.c"), Path("src/durus/_accel_btree.c"))
+SOURCES = (
+    Path("src/durus/_persistent_accel.c"),
+    Path("src/durus/_accel_recent.c"),
+    Path("src/durus/_accel_btree.c"),
+)
 MODULE = "_persistent_accel"
 
 

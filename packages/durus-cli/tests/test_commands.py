@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from durus_cli_testing import (
+    COMMAND_TIMEOUT,
     DATA,
     copy_fixture,
     free_port,
@@ -451,3 +452,27 @@ def test_redirect_output_and_storage_class_on_the_server(durus):
             assert "NoisyStorage closed" not in log.read_text()
     assert one_error_line(durus.run("-s", "--redirect-output")) == (
         "durus: error: --redirect-output needs --logfile")
+
+
+def test_the_client_side_commands_load_no_server_module(durus):
+    """Issue 15: ``durus -c --file``, ``-p --file``, ``info`` and ``verify`` are
+    client-side: none of them imports the server's modules."""
+    path = copy_fixture("durus43-packed.durus", durus.cwd)
+    loaded = (
+        "import sys; print('server modules:', sorted(m for m in sys.modules"
+        " if m.startswith('durus.server_') or m == 'durus.storage_server'))\n"
+    )
+    result = durus.run("-c", "--file", str(path), "--readonly", input=loaded)
+    assert result.returncode == 0, result.stderr
+    assert "server modules: []" in result.stdout
+    # The other client-side commands, as the dispatcher imports them.
+    probe = (
+        "import sys, durus.__main__ as main; main._tools();"
+        " import durus.cli_client, durus.cli_pack, durus.cli_admin, durus.cli_convert,"
+        " durus.cli_recover, durus.cli_connect; "
+        + loaded.strip()
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=COMMAND_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "server modules: []" in result.stdout

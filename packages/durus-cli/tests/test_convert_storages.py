@@ -279,8 +279,8 @@ def test_postgres_source_must_be_a_durus_database(durus, pg_url):
 
 def test_postgres_failure_midway_leaves_the_database_empty(tmp_path, pg_url):
     """A copy that fails after rows were committed removes them again."""
-    from durus.cli_admin import _convert_into_database
     from durus.cli_common import CliError
+    from durus.cli_convert import _convert_into_database
     from durus.connection import Connection
     from durus.file_storage import FileStorage
     from durus.persistent_list import PersistentList

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from durus import serialize
 from durus.error import DurusError, ProtocolError
 from durus.wire_protocol import (
     DEFAULT_HOST,
@@ -96,9 +97,15 @@ def test_decode_transaction_rejects_duplicates_and_bad_records():
     other = (2).to_bytes(8, "big")
     with pytest.raises(ProtocolError, match="oid"):
         decode_transaction(encode_transaction([(oid, record(other))]))
-    assert check_record(oid, oid + struct.pack(">I", 50) + b"x") is not None
-    assert check_record(oid, record(oid, refs=b"\x01" * 3)) is not None
-    assert check_record(oid, record(oid, refs=b"\x01" * 8)) is None
+    with pytest.raises(ProtocolError, match="data length runs past its end"):
+        decode_transaction(encode_transaction([(oid, oid + struct.pack(">I", 50) + b"x")]))
+    with pytest.raises(ProtocolError, match="not a whole number of oids"):
+        decode_transaction(encode_transaction([(oid, record(oid, refs=b"\x01" * 3))]))
+    assert decode_transaction(encode_transaction([(oid, record(oid, refs=b"\x01" * 8))])) == [
+        (oid, record(oid, refs=b"\x01" * 8))
+    ]
+    # One rule for what a record is, wherever records are checked (issue 15).
+    assert check_record is serialize.check_record
 
 
 def test_auth_proofs_depend_on_everything():

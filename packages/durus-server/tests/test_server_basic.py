@@ -51,6 +51,25 @@ def test_server_binds_loopback_by_default():
     assert server.clients == [] and server.packer is None and server.bytes_since_pack == 0
 
 
+def test_limits_are_one_object_and_the_old_keywords_still_work():
+    from durus.server_config import ServerLimits
+    from durus.storage import MemoryStorage
+
+    default = StorageServer(MemoryStorage())
+    assert default.limits == ServerLimits()
+    assert (default.max_clients, default.prefetch_records) == (1024, 256)
+    limits = ServerLimits(max_clients=8, pack_slice=1)
+    server = StorageServer(MemoryStorage(), limits=limits, max_clients=3, max_commit_bytes=2**40)
+    # A keyword overrides the object; sizes are clamped as before.
+    assert server.limits == ServerLimits(max_clients=3, pack_slice=1.0, max_commit_bytes=2**40)
+    assert (server.max_clients, server.pack_slice, server.max_commit_bytes) == (3, 1.0, 2**32 - 1)
+    assert isinstance(server.pack_slice, float) and isinstance(server.max_clients, int)
+    with pytest.raises(TypeError, match="max_client"):
+        StorageServer(MemoryStorage(), max_client=3)
+    with pytest.raises(TypeError, match="max_clients must be a number"):
+        ServerLimits(max_clients="3")
+
+
 @pytest.mark.parametrize(
     ("family", "peer", "allow", "expected"),
     [

@@ -117,3 +117,31 @@ def _guarded(tree: ast.AST, target: ast.AST) -> bool:
                 for h in node.handlers
             )
     return False
+
+
+def _module_level_assignments(name: str) -> list[str]:
+    """``durus.X`` modules that bind ``name`` at module level with ``=``."""
+    found = []
+    for dist in DISTRIBUTIONS:
+        for module, path in modules_of(dist).items():
+            for node in ast.parse(path.read_text()).body:
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                if isinstance(node, ast.AnnAssign) and node.value is not None:
+                    targets = [node.target]
+                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                    found.append(module)
+    return found
+
+
+def test_one_copy_of_each_rule():
+    """Issue 15: the root oid is defined once; others import it (and re-export
+    it where Durus 4.3 applications import it from); one record check."""
+    assert _module_level_assignments("ROOT_OID") == ["storage"]
+    checks = [
+        module
+        for dist in DISTRIBUTIONS
+        for module, path in modules_of(dist).items()
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.FunctionDef) and node.name == "check_record"
+    ]
+    assert checks == ["serialize"]

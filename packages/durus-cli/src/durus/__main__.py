@@ -78,7 +78,8 @@ def usage(stream: IO[str] | None = None) -> None:
 
 
 def _tools() -> dict[str, Callable[[Sequence[str] | None], int]]:
-    from durus.cli_admin import census_main, convert_main, info_main, verify_main
+    from durus.cli_admin import census_main, info_main, verify_main
+    from durus.cli_convert import convert_main
     from durus.cli_pack import pack_main
     from durus.cli_recover import recover_main
 

@@ -20,6 +20,7 @@ from durus.cli_common import (
     CommandParser,
     add_address_options,
     add_security_options,
+    add_storage_options,
     client_security,
     describe_address,
     make_address,
@@ -41,14 +42,10 @@ def build_parser(prog: str = "durus -c") -> argparse.ArgumentParser:
         description="An interactive Python console with a connection to a Durus database: "
         "through a running server (the default), or straight on a file (--file).",
     )
-    parser.add_argument(
-        "--file", default=None, metavar="FILE",
-        help="open FILE (or a storage URL: sqlite:///path, postgresql://...) directly "
+    add_storage_options(
+        parser,
+        "open FILE (or a storage URL: sqlite:///path, postgresql://...) directly "
         "instead of connecting to a server",
-    )
-    parser.add_argument(
-        "--storage-class", dest="storage_class", default=None, metavar="MODULE.CLASS",
-        help="storage class to open FILE with (default: chosen from the file's format)",
     )
     add_address_options(parser, "of the server")
     parser.add_argument(
@@ -285,7 +282,7 @@ def interactive_client(
 ) -> None:
     """Open the storage (``file``, else the server at ``address``) and run the console."""
     from durus.connection import Connection
-    from durus.storage_server import SocketAddress
+    from durus.socket_address import SocketAddress
     from durus.utils import int8_to_str, str_to_int8
 
     if startup:

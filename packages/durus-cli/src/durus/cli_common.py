@@ -111,6 +111,15 @@ def port_number(text: str) -> int:
     return number
 
 
+def add_storage_options(parser: argparse.ArgumentParser, file_help: str) -> None:
+    """``--file`` (what it means for this command: ``file_help``) and ``--storage-class``."""
+    parser.add_argument("--file", default=None, metavar="FILE", help=file_help)
+    parser.add_argument(
+        "--storage-class", dest="storage_class", default=None, metavar="MODULE.CLASS",
+        help="storage class to open FILE with (default: chosen from the file's format)",
+    )
+
+
 def add_address_options(
     parser: argparse.ArgumentParser, what: str, *, socket_file_options: bool = False
 ) -> None:
@@ -154,7 +163,7 @@ def _owner_or_group(value: str | None) -> str | int | None:
 
 def make_address(options: argparse.Namespace) -> Any:
     """The ``SocketAddress`` the options name (``--address`` wins over host/port)."""
-    from durus.storage_server import SocketAddress
+    from durus.socket_address import SocketAddress
 
     address = getattr(options, "address", None)
     if not address:

@@ -142,7 +142,7 @@ def pack_server(
     """Ask the server at ``address`` to pack (it packs in the background)."""
     from durus.cli_client import connect_to_server
     from durus.connection import Connection
-    from durus.storage_server import SocketAddress
+    from durus.socket_address import SocketAddress
 
     storage = connect_to_server(SocketAddress.new(address), wait, security)
     try:
@@ -175,7 +175,7 @@ def _pack(options: argparse.Namespace) -> None:
     if options.replace_backup:
         raise CliError("--replace-backup is for a file packed here (--file); a server "
                        "always replaces its FILE.prepack")
-    from durus.storage_server import SocketAddress
+    from durus.socket_address import SocketAddress
 
     address = getattr(options, "address", None) or (options.host, options.port)
     socket_address = SocketAddress.new(address)

@@ -13,7 +13,8 @@ import pickletools
 import zlib
 from collections.abc import Iterator
 
-from durus.cli_scan import ROOT_OID, ScanResult
+from durus.cli_scan import ScanResult
+from durus.storage import ROOT_OID
 
 __all__ = ["Walk", "check_state_pickle", "damage_lines", "record_parts", "split_data"]
 

@@ -54,7 +54,6 @@ from durus.utils import int8_to_str
 
 __all__ = ["Finding", "ScanResult", "StorageScan", "scan_file", "scan_storage"]
 
-ROOT_OID = bytes(8)
 
 #: Bytes of framing around each record: SHELF-1 ``int8 R`` + name, DFS20 ``int4 n``.
 _FRAMING = {"SHELF-1": 16, "DFS20": 4}

@@ -18,6 +18,7 @@ from durus.cli_common import (
     CommandParser,
     add_address_options,
     add_security_options,
+    add_storage_options,
     cli_int,
     client_security,
     configure_logging,
@@ -43,15 +44,11 @@ def build_parser(prog: str = "durus -s") -> argparse.ArgumentParser:
         description="Run a Durus storage server on one database file, or stop a running "
         "one (--stop). Clients connect with `durus -c` or ClientStorage.",
     )
-    parser.add_argument(
-        "--file", default=None, metavar="FILE",
-        help="the database file, created if missing, or a storage URL (sqlite:///path, "
+    add_storage_options(
+        parser,
+        "the database file, created if missing, or a storage URL (sqlite:///path, "
         "postgresql://user@host/db) (default: a new temporary file, removed when the "
         "server stops)",
-    )
-    parser.add_argument(
-        "--storage-class", dest="storage_class", default=None, metavar="MODULE.CLASS",
-        help="storage class to open FILE with (default: chosen from the file's format)",
     )
     add_address_options(parser, "to listen on", socket_file_options=True)
     parser.add_argument(
@@ -125,7 +122,7 @@ def _request_stop(
     The request goes only to a peer that answered the Durus handshake;
     anything else raises ``CliError`` saying what answered.
     """
-    from durus.storage_server import SocketAddress
+    from durus.socket_address import SocketAddress
     from durus.wire_protocol import QUIT
 
     socket_address = SocketAddress.new(address)
@@ -191,7 +188,8 @@ def start_durus(
     removed).  ``ssl_context``, ``secret`` and ``create_root`` are those of
     ``StorageServer``.
     """
-    from durus.storage_server import SocketAddress, StorageServer
+    from durus.socket_address import SocketAddress
+    from durus.storage_server import StorageServer
 
     old_term = None
     if sys.platform != "win32":

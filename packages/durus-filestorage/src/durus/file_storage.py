@@ -29,7 +29,7 @@ from durus.shelf_errors import (
 )
 from durus.shelf_index import OidBitmap
 from durus.shelf_packer import ProgressCallback, ShelfPacker
-from durus.storage import Storage, gen_reachable_records
+from durus.storage import ROOT_OID, Storage, gen_reachable_records
 from durus.utils import int8_to_str
 
 __all__ = [
@@ -45,8 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("durus.file_storage")
-
-ROOT_OID = int8_to_str(0)
 
 
 class FileStorage(Storage):

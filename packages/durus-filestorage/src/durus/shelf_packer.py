@@ -37,10 +37,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from durus.file_lock import lock_file, unlock_file
-from durus.shelf import Shelf, ShelfWriter
+from durus.shelf import Shelf
 from durus.shelf_format import INT8, fsync_directory, fsync_file, pwrite_all
 from durus.shelf_index import OidBitmap
 from durus.shelf_tempfiles import watch_at_exit
+from durus.shelf_writer import ShelfWriter
 from durus.utils import int8_to_str
 
 if TYPE_CHECKING:

@@ -10,9 +10,9 @@
  *   PersistentBase  the four _p_ fields in a C struct, the tracking
  *                   getattro/setattro (ghost load, first touch, note change)
  *   ConnectionBase  transaction_serial as a C integer, note_access
- *   RecentObjects   the connection's recently accessed objects, strongly
- *                   held, least recently accessed first (what the pure path
- *                   keeps in an OrderedDict keyed by id)
+ *   (_accel_recent.c) RecentObjects, the connection's recently accessed
+ *                   objects, strongly held, least recently accessed first
+ *                   (what the pure path keeps in an OrderedDict keyed by id)
  *   (_accel_btree.c) BNode.search and BTree iteration without a Python
  *                   frame per node
  *   new_ghost, setattr_plain, delattr_plain, set_load_hook,
@@ -28,35 +28,6 @@
 
 #include "_persistent_accel.h"
 
-#define UNSAVED 1
-#define SAVED 0
-#define GHOST (-1)
-
-typedef struct RecentObject RecentObject;
-
-typedef struct PBObject {
-    PyObject_HEAD
-    PyObject *connection;
-    PyObject *oid;
-    long long serial;
-    int status;
-    /* Set only on a ghost that new_ghost made with PersistentBase.__new__ and
-     * that nothing has written to since: it has no instance attributes at
-     * all, so loading it needs no clearing (set_pristine_state). */
-    char pristine;
-    /* Links of the recent-objects list; ring is NULL when not in one. */
-    struct PBObject *prev;
-    struct PBObject *next;
-    RecentObject *ring;
-} PBObject;
-
-struct RecentObject {
-    PyObject_HEAD
-    PBObject *first;
-    PBObject *last;
-    Py_ssize_t length;
-};
-
 typedef struct {
     PyObject_HEAD
     long long serial;
@@ -66,9 +37,7 @@ typedef struct {
     int own_note_access;
 } ConnObject;
 
-static PyTypeObject PBType;
 static PyTypeObject ConnType;
-static PyTypeObject RecentType;
 
 static PyObject *load_hook = NULL;      /* persistent._load_ghost */
 static PyObject *str_note_access = NULL;
@@ -82,7 +51,6 @@ static PyObject *loaded_classes = NULL;
  * (sets attributes): the functions set_pristine_state stands in for. */
 static PyObject *dict_setstate = NULL;
 static PyObject *slots_setstate = NULL;
-#define PB_Check(op) PyObject_TypeCheck(op, &PBType)
 
 /* Whether op is a ConnectionBase.  No cache of the last type seen: a borrowed
  * pointer to it would go stale once that class is freed, and an unrelated type
@@ -104,282 +72,6 @@ notes_in_c(PyObject *op)
 {
     return is_conn(op) && !((ConnObject *)op)->own_note_access;
 }
-
-/* -- the recent-objects list ------------------------------------------------ */
-
-static inline void
-ring_unlink(RecentObject *ring, PBObject *obj)
-{
-    if (obj->prev != NULL) {
-        obj->prev->next = obj->next;
-    }
-    else {
-        ring->first = obj->next;
-    }
-    if (obj->next != NULL) {
-        obj->next->prev = obj->prev;
-    }
-    else {
-        ring->last = obj->prev;
-    }
-    obj->prev = obj->next = NULL;
-    obj->ring = NULL;
-    ring->length--;
-}
-
-static inline void
-ring_link_last(RecentObject *ring, PBObject *obj)
-{
-    obj->prev = ring->last;
-    obj->next = NULL;
-    if (ring->last != NULL) {
-        ring->last->next = obj;
-    }
-    else {
-        ring->first = obj;
-    }
-    ring->last = obj;
-    obj->ring = ring;
-    ring->length++;
-}
-
-static inline void
-ring_link_first(RecentObject *ring, PBObject *obj)
-{
-    obj->next = ring->first;
-    obj->prev = NULL;
-    if (ring->first != NULL) {
-        ring->first->prev = obj;
-    }
-    else {
-        ring->last = obj;
-    }
-    ring->first = obj;
-    obj->ring = ring;
-    ring->length++;
-}
-
-/* Take obj out of whatever list holds it; its reference goes to the caller. */
-static inline int
-ring_take(PBObject *obj)
-{
-    if (obj->ring == NULL) {
-        Py_INCREF(obj);
-        return 0;
-    }
-    ring_unlink(obj->ring, obj);
-    return 1;
-}
-
-/* obj becomes the most recently accessed object of ring. */
-static inline void
-ring_touch(RecentObject *ring, PBObject *obj)
-{
-    if (obj->ring == ring) {
-        if (ring->last != obj) {
-            ring_unlink(ring, obj);
-            ring_link_last(ring, obj);
-        }
-        return;
-    }
-    ring_take(obj);
-    ring_link_last(ring, obj);
-}
-
-static PBObject *
-as_pb(PyObject *op)
-{
-    if (!PB_Check(op)) {
-        PyErr_Format(PyExc_TypeError, "not a persistent object: %.200s", Py_TYPE(op)->tp_name);
-        return NULL;
-    }
-    return (PBObject *)op;
-}
-
-static PyObject *
-recent_add(RecentObject *self, PyObject *op)
-{
-    PBObject *obj = as_pb(op);
-    if (obj == NULL) {
-        return NULL;
-    }
-    ring_touch(self, obj);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-recent_add_new(RecentObject *self, PyObject *iterable)
-{
-    PyObject *iterator = PyObject_GetIter(iterable);
-    PyObject *op;
-    if (iterator == NULL) {
-        return NULL;
-    }
-    while ((op = PyIter_Next(iterator)) != NULL) {
-        PBObject *obj = as_pb(op);
-        if (obj == NULL) {
-            Py_DECREF(op);
-            Py_DECREF(iterator);
-            return NULL;
-        }
-        if (obj->ring != self) {
-            ring_take(obj);
-            ring_link_last(self, obj);
-        }
-        Py_DECREF(op);
-    }
-    Py_DECREF(iterator);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-recent_discard(RecentObject *self, PyObject *op)
-{
-    if (PB_Check(op) && ((PBObject *)op)->ring == self) {
-        ring_unlink(self, (PBObject *)op);
-        Py_DECREF(op);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-recent_pop_oldest(RecentObject *self, PyObject *Py_UNUSED(ignored))
-{
-    PBObject *obj = self->first;
-    if (obj == NULL) {
-        PyErr_SetString(PyExc_KeyError, "pop_oldest(): no recent objects");
-        return NULL;
-    }
-    ring_unlink(self, obj);
-    return (PyObject *)obj;  /* the list's reference */
-}
-
-static PyObject *
-recent_push_oldest(RecentObject *self, PyObject *op)
-{
-    PBObject *obj = as_pb(op);
-    if (obj == NULL) {
-        return NULL;
-    }
-    if (obj->ring == self) {
-        ring_unlink(self, obj);
-    }
-    else {
-        ring_take(obj);
-    }
-    ring_link_first(self, obj);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-recent_list(RecentObject *self, PyObject *Py_UNUSED(ignored))
-{
-    PyObject *result = PyList_New(self->length);
-    Py_ssize_t index = 0;
-    if (result == NULL) {
-        return NULL;
-    }
-    for (PBObject *obj = self->first; obj != NULL; obj = obj->next) {
-        Py_INCREF(obj);
-        PyList_SET_ITEM(result, index++, (PyObject *)obj);
-    }
-    return result;
-}
-
-static PyObject *
-recent_iter(RecentObject *self)
-{
-    PyObject *items = recent_list(self, NULL);
-    PyObject *iterator;
-    if (items == NULL) {
-        return NULL;
-    }
-    iterator = PyObject_GetIter(items);
-    Py_DECREF(items);
-    return iterator;
-}
-
-static Py_ssize_t
-recent_length(RecentObject *self)
-{
-    return self->length;
-}
-
-static int
-recent_contains(RecentObject *self, PyObject *op)
-{
-    return PB_Check(op) && ((PBObject *)op)->ring == self;
-}
-
-static int
-recent_traverse(RecentObject *self, visitproc visit, void *arg)
-{
-    for (PBObject *obj = self->first; obj != NULL; obj = obj->next) {
-        Py_VISIT(obj);
-    }
-    return 0;
-}
-
-static int
-recent_clear(RecentObject *self)
-{
-    /* One object at a time, the list consistent at every step: releasing a
-     * reference may run code (__del__, weakref callbacks) that moves, adds or
-     * drops objects of this very list.  (No detached copy either: allocating
-     * one can fail, and a list freed with objects still pointing to it would
-     * leave them a dangling ring.) */
-    PBObject *obj;
-    while ((obj = self->first) != NULL) {
-        ring_unlink(self, obj);
-        Py_DECREF(obj);
-    }
-    return 0;
-}
-
-static void
-recent_dealloc(RecentObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    recent_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyMethodDef recent_methods[] = {
-    {"add", (PyCFunction)recent_add, METH_O,
-     "Make obj the most recently accessed object (adding it if absent)."},
-    {"add_new", (PyCFunction)recent_add_new, METH_O,
-     "Add the absent objects of an iterable last; present ones keep their place."},
-    {"discard", (PyCFunction)recent_discard, METH_O, "Drop obj if present."},
-    {"pop_oldest", (PyCFunction)recent_pop_oldest, METH_NOARGS,
-     "Remove and return the least recently accessed object."},
-    {"push_oldest", (PyCFunction)recent_push_oldest, METH_O,
-     "Make obj the least recently accessed object."},
-    {"list", (PyCFunction)recent_list, METH_NOARGS, "The objects, oldest first."},
-    {NULL}
-};
-
-static PySequenceMethods recent_as_sequence = {
-    .sq_length = (lenfunc)recent_length,
-    .sq_contains = (objobjproc)recent_contains,
-};
-
-static PyTypeObject RecentType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "durus._persistent_accel.RecentObjects",
-    .tp_doc = "Strong references to persistent objects, least recently accessed first.",
-    .tp_basicsize = sizeof(RecentObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_new = PyType_GenericNew,
-    .tp_dealloc = (destructor)recent_dealloc,
-    .tp_traverse = (traverseproc)recent_traverse,
-    .tp_clear = (inquiry)recent_clear,
-    .tp_iter = (getiterfunc)recent_iter,
-    .tp_as_sequence = &recent_as_sequence,
-    .tp_methods = recent_methods,
-};
 
 /* -- ConnectionBase ----------------------------------------------------------- */
 
@@ -423,7 +115,7 @@ conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
 static PyObject *
 conn_py_note_access(ConnObject *self, PyObject *op)
 {
-    PBObject *obj = as_pb(op);
+    PBObject *obj = accel_as_pb(op);
     if (obj == NULL) {
         return NULL;
     }
@@ -715,7 +407,7 @@ static PyMemberDef pb_members[] = {
     {NULL}
 };
 
-static PyTypeObject PBType = {
+PyTypeObject PBType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "durus.persistent.PersistentBase",
     .tp_doc = "The four per-object fields Durus keeps outside an object's state.",

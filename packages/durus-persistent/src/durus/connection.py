@@ -44,7 +44,7 @@ from durus.persistent import (
 )
 from durus.persistent_dict import PersistentDict
 from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
-from durus.storage import Storage
+from durus.storage import ROOT_OID, Storage
 from durus.utils import as_bytes, int8_to_str
 
 __all__ = [
@@ -59,7 +59,6 @@ __all__ = [
 
 logger = logging.getLogger("durus.connection")
 
-ROOT_OID = b"\0" * 8
 
 _serial_of = PersistentBase.__dict__["_p_serial"].__get__
 _set_serial = PersistentBase.__dict__["_p_serial"].__set__

@@ -26,6 +26,7 @@ __all__ = [
     "get_reference_index",
 ]
 
+#: The oid of the root object: the one definition (the other modules import it).
 ROOT_OID = int8_to_str(0)
 
 

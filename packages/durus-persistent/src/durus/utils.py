@@ -2,6 +2,16 @@
 
 Durus stores every integer big-endian (``int4``/``int8``) and oids are the
 8-byte encoding of an integer, so byte order of oids is numeric order.
+
+Kept for Durus 4.3 applications, and used by nothing here: Durus 4.3 ran on
+Python 2 and 3 and exported its compatibility names from this module
+(``xrange``, ``next``, ``byte_string``, ``empty_byte_string``, ``iteritems``,
+``BytesIO``, ``Pickler``, ``Unpickler``, ``dumps``, ``loads``, ``TRACE``);
+its own modules and unit tests import them from here (the durus43suite tox
+envs run those tests), and so may code written in its style.  Each is the
+Python 3 object it stood for.  Durus 4.3's file-backed arrays (``ByteArray``,
+``IntArray``, ``IntSet``, ...) were its offset map's and are not here:
+FileStorage's index is ``durus.shelf_index``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,24 @@
 """Fixed tuning of the storage server, and what it learns about its storage.
 
-The options a user sets are keyword arguments of ``StorageServer``; these are
-the figures nobody should need to set, kept in one place so they can be
-found and reasoned about, plus the probes run once at start.
+The limits a user may set are one ``ServerLimits`` (or the same names as
+keywords of ``StorageServer``); the constants are the figures nobody should
+need to set, kept in one place so they can be found and reasoned about; and
+the probes run once at start.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
-from durus.storage import Storage
+from durus.storage import ROOT_OID, Storage
+from durus.wire_protocol import TIMEOUT
 
 SERVER_VERSION = "0.1.0"
 
 #: Every part of the server logs here; the name is documented and 4.3's.
 logger = logging.getLogger("durus.storage_server")
 
-ROOT_OID = b"\x00" * 8
 
 #: Bytes read from a socket at once.
 RECV_SIZE = 256 * 1024
@@ -24,6 +26,51 @@ RECV_SIZE = 256 * 1024
 OUTPUT_HIGH_WATER = 4 * 1024 * 1024
 #: Messages of one client handled per round before the others get their turn.
 MESSAGES_PER_ROUND = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerLimits:
+    """What one server allows its clients and itself: ``StorageServer(limits=...)``.
+
+    The same names are also keywords of ``StorageServer`` (and its attributes),
+    which override the ``limits`` given.  Sizes in bytes, times in seconds.
+    """
+
+    #: Connections served at once; more are refused.
+    max_clients: int = 1024
+    #: Bytes of one commit's data (at most 2**32 - 1, the protocol's field).
+    max_commit_bytes: int = 256 * 1024 * 1024
+    #: Oids in one bulk load.
+    max_bulk_oids: int = 100_000
+    #: Oids one client may hold reserved (handed out, not yet committed).
+    max_reserved_oids: int = 1_000_000
+    #: Invalidations queued for one client before it must resynchronize.
+    max_invalidations: int = 100_000
+    #: How long the rest of a started message may take to arrive.
+    message_timeout: float = TIMEOUT
+    #: How long a commit may hold the commit lock.
+    commit_lock_timeout: float = 2.0
+    #: How long the lock waits for an idle committer before it passes on.
+    commit_lock_idle: float = 0.25
+    #: Records sent ahead of a load (0: no read-ahead).
+    prefetch_records: int = 256
+    #: Bytes sent ahead of a load.
+    prefetch_bytes: int = 512 * 1024
+    #: Seconds of packing between two rounds of serving clients.
+    pack_slice: float = 0.02
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kind = float if field.type in (float, "float") else int
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{field.name} must be a number, not {value!r}")
+            object.__setattr__(self, field.name, kind(value))
+        object.__setattr__(self, "max_commit_bytes", min(self.max_commit_bytes, 0xFFFFFFFF))
+        object.__setattr__(self, "prefetch_records", max(0, self.prefetch_records))
+
+
+LIMIT_NAMES = frozenset(field.name for field in dataclasses.fields(ServerLimits))
 
 
 def is_readonly(storage: Storage) -> bool:

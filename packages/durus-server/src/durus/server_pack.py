@@ -10,8 +10,9 @@ import time
 from datetime import datetime, timezone
 
 from durus.server_base import ServerBase
-from durus.server_config import ROOT_OID, logger
+from durus.server_config import logger
 from durus.server_session import ClientSession
+from durus.storage import ROOT_OID
 from durus.wire_protocol import STATUS_OKAY
 
 

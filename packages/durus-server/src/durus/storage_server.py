@@ -33,7 +33,7 @@ Bad input gets the offending client an ``E`` refusal (clients that said
 hello) or a disconnect, always logged; the server keeps serving everyone
 else and the storage is untouched.
 
-Limits (keyword arguments, see the README): ``max_clients``,
+Limits (one ``ServerLimits``, or the same names as keywords; see the README): ``max_clients``,
 ``max_commit_bytes``, ``max_bulk_oids``, ``max_reserved_oids`` per client,
 ``max_invalidations`` queued per idle client, ``message_timeout``,
 ``commit_lock_timeout``.  When an idle client's invalidation queue
@@ -48,6 +48,7 @@ it; each concern lives in its own ``durus.server_*`` module (see the README).
 
 from __future__ import annotations
 
+import dataclasses
 import selectors
 import signal
 import socket
@@ -62,7 +63,9 @@ from durus.server_access import AccessControl, stop_allowed
 from durus.server_commit_window import CommitWindow
 from durus.server_commits import CommitCoordination, Transaction
 from durus.server_config import (
+    LIMIT_NAMES,
     SERVER_VERSION,
+    ServerLimits,
     create_root_if_missing,
     is_readonly,
     logger,
@@ -112,6 +115,7 @@ __all__ = [
     "ClientError",
     "HostPortAddress",
     "InheritedSocket",
+    "ServerLimits",
     "SocketAddress",
     "StorageServer",
     "UnixAbstractAddress",
@@ -155,8 +159,9 @@ class StorageServer(
     * ``allow_remote_pack`` (True): obey ``P`` from non-local peers.
     * ``accept_stop`` (True): False refuses ``Q`` from anyone (stop the
       server with a signal instead).
-    * limits: ``max_clients`` (1024), ``max_commit_bytes`` (256 MiB),
-      ``max_bulk_oids`` (100000), ``max_reserved_oids`` (1000000 per
+    * ``limits``: a ``durus.server_config.ServerLimits``; each of its fields is
+      also a keyword here, which overrides it: ``max_clients`` (1024),
+      ``max_commit_bytes`` (256 MiB), ``max_bulk_oids`` (100000), ``max_reserved_oids`` (1000000 per
       client), ``max_invalidations`` (100000 per client),
       ``message_timeout`` (10 s without progress inside a message),
       ``commit_lock_timeout`` (2 s; a window whose client sends nothing for
@@ -183,21 +188,16 @@ class StorageServer(
         allow_remote_stop: bool = False,
         allow_remote_pack: bool = True,
         accept_stop: bool = True,
-        max_clients: int = 1024,
-        max_commit_bytes: int = 256 * 1024 * 1024,
-        max_bulk_oids: int = 100_000,
-        max_reserved_oids: int = 1_000_000,
-        max_invalidations: int = 100_000,
-        message_timeout: float = TIMEOUT,
-        commit_lock_timeout: float = 2.0,
-        commit_lock_idle: float = 0.25,
-        prefetch_records: int = 256,
-        prefetch_bytes: int = 512 * 1024,
-        pack_slice: float = 0.02,
         create_root: bool = False,
+        limits: ServerLimits | None = None,
+        **limit_overrides: Any,
     ) -> None:
         if not isinstance(gcbytes, (int, float)) or gcbytes < 0:
             raise ValueError(f"gcbytes must be a number >= 0, not {gcbytes!r}")
+        unknown = sorted(set(limit_overrides) - LIMIT_NAMES)
+        if unknown:
+            raise TypeError(f"StorageServer() got an unexpected keyword argument {unknown[0]!r}")
+        self.limits = dataclasses.replace(limits or ServerLimits(), **limit_overrides)
         self.storage = storage
         if address is None:
             self.address = SocketAddress.new((host, port))
@@ -211,17 +211,10 @@ class StorageServer(
         self.allow_remote_stop = allow_remote_stop
         self.allow_remote_pack = allow_remote_pack
         self.accept_stop = accept_stop
-        self.max_clients = max_clients
-        self.max_commit_bytes = min(int(max_commit_bytes), 0xFFFFFFFF)
-        self.max_bulk_oids = int(max_bulk_oids)
-        self.max_reserved_oids = int(max_reserved_oids)
-        self.max_invalidations = int(max_invalidations)
-        self.message_timeout = float(message_timeout)
-        self.commit_lock_timeout = float(commit_lock_timeout)
-        self.commit_lock_idle = float(commit_lock_idle)
-        self.prefetch_records = max(0, int(prefetch_records))
-        self.prefetch_bytes = int(prefetch_bytes)
-        self.pack_slice = float(pack_slice)
+        # Each limit is an attribute too, as before ServerLimits (and the
+        # mixins read them there).
+        for name in LIMIT_NAMES:
+            setattr(self, name, getattr(self.limits, name))
         self.create_root = create_root
         # Durus 4.3 attributes.
         self.clients: list[ClientSession] = []

@@ -47,7 +47,6 @@ __all__ = [
 
 logger = logging.getLogger("durus.sql_storage")
 
-ROOT_OID = int8_to_str(0)
 #: Rows read or written per statement in bulk operations.
 BATCH = 1000
 #: The most oids reserved in one round trip (the pool doubles up to this).
