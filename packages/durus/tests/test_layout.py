@@ -145,3 +145,32 @@ def test_one_copy_of_each_rule():
         if isinstance(node, ast.FunctionDef) and node.name == "check_record"
     ]
     assert checks == ["serialize"]
+
+
+def test_the_cli_knows_no_file_format():
+    """Issue 15: the CLI reads files only through durus-filestorage's public
+    check (``durus.shelf_check``) and FileStorage, never the format modules."""
+    internals = {
+        module
+        for module in OWNER
+        if (module.startswith("shelf_") and module != "shelf_check")
+        or module in ("file_storage2", "file_lock")
+    }
+    for module, path in modules_of(BY_NAME["durus-cli"]).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("durus."):
+                names.append(node.module.split(".")[1])  # type: ignore[union-attr]
+            elif isinstance(node, ast.Import):
+                names += [a.name.split(".")[1] for a in node.names if a.name.startswith("durus.")]
+            assert not set(names) & internals, f"durus.{module} imports {set(names) & internals}"
+
+
+def test_every_source_module_is_at_most_about_700_lines():
+    too_long = {
+        f"{dist.name}/{path.name}": length
+        for dist in DISTRIBUTIONS
+        for path in [*modules_of(dist).values(), *(dist / "src" / "durus").glob("*.c")]
+        if (length := len(path.read_text().splitlines())) > 750
+    }
+    assert not too_long

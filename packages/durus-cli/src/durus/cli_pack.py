@@ -193,7 +193,7 @@ def _pack(options: argparse.Namespace) -> None:
 
 
 def _describe_backups(file: str, kept: str) -> str:
-    from durus.shelf_packer import numbered_backups
+    from durus.file_storage import numbered_backups
 
     numbered = numbered_backups(os.path.abspath(file))
     size = 0

@@ -30,7 +30,7 @@ from durus.cli_progress import Progress, add_progress_options
 from durus.cli_records import check_state_pickle, damage_lines, record_parts, split_data
 from durus.cli_scan import ScanResult, scan_file
 from durus.serialize import pack_record
-from durus.shelf_salvage import write_salvaged_shelf
+from durus.shelf_check import write_salvaged_shelf
 from durus.storage import ROOT_OID
 
 __all__ = ["recover_main"]

@@ -28,7 +28,7 @@ from durus.shelf_errors import (
     StorageClosedError,
 )
 from durus.shelf_index import OidBitmap
-from durus.shelf_packer import ProgressCallback, ShelfPacker
+from durus.shelf_packer import ProgressCallback, ShelfPacker, numbered_backups
 from durus.storage import ROOT_OID, Storage, gen_reachable_records
 from durus.utils import int8_to_str
 
@@ -42,6 +42,7 @@ __all__ = [
     "LegacyFormatError",
     "StorageClosedError",
     "TempFileStorage",
+    "numbered_backups",
 ]
 
 logger = logging.getLogger("durus.file_storage")
