@@ -13,7 +13,7 @@ start is an error.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import re
 import subprocess
 import sys
@@ -24,21 +24,18 @@ from typing import Any
 from .envs import PACKAGES, ROOT
 from .outcome import ERROR, OK, UNAVAILABLE
 
-CLUSTER_MODULE = PACKAGES / "durus-sqlstorage" / "tests" / "postgres_cluster.py"
+#: durus-sqlstorage's throwaway-cluster helper, loaded from the source tree (the
+#: harness runs on a bare Python, with no Durus installed).
+CLUSTER_SOURCE = PACKAGES / "durus-sqlstorage" / "src"
+CLUSTER_MODULE = CLUSTER_SOURCE / "durus" / "pg_cluster.py"
 
 
 def _load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_postgres_cluster", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and the like look themselves up there
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[spec.name]
-        raise
-    return module
+    """``durus.pg_cluster`` (standard library only) from the source folder of ``path``."""
+    source = str(path.parents[1])
+    if source not in sys.path:
+        sys.path.insert(0, source)
+    return importlib.import_module("durus.pg_cluster")
 
 
 def _version(bindir: Any) -> str:

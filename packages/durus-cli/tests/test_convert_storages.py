@@ -1,14 +1,13 @@
 """durus convert between FileStorage (SHELF-1), SQLite and PostgreSQL, every direction.
 
 Real files and real ``durus`` subprocesses; the PostgreSQL tests start a real
-server with durus-sqlstorage's ``postgres_cluster`` helper (they skip without
+server with durus-sqlstorage's ``durus.pg_cluster`` helper (they skip without
 psycopg, or without PostgreSQL binaries unless ``DURUS_REQUIRE_POSTGRES=1``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import sys
 import uuid
@@ -19,7 +18,6 @@ from durus_cli_testing import DATA, copy_fixture, one_error_line
 
 from durus.cli_scan import scan_file
 
-SQLSTORAGE_TESTS = pathlib.Path(__file__).resolve().parents[2] / "durus-sqlstorage" / "tests"
 SQLITE_MAGIC = b"SQLite format 3\0"
 
 
@@ -207,15 +205,7 @@ def test_tools_read_sqlite_storage_files_with_tombstones(durus):
 def postgres_cluster() -> Iterator[object]:
     """A real PostgreSQL server for this module (durus-sqlstorage's test helper)."""
     pytest.importorskip("psycopg", reason="postgresql:// storages need psycopg 3")
-    required = os.environ.get("DURUS_REQUIRE_POSTGRES") == "1"
-    if not (SQLSTORAGE_TESTS / "postgres_cluster.py").exists():
-        message = f"{SQLSTORAGE_TESTS}/postgres_cluster.py is not here (not a source tree)"
-        if required:
-            pytest.fail(f"DURUS_REQUIRE_POSTGRES=1 but {message}", pytrace=False)
-        pytest.skip(message)
-    if str(SQLSTORAGE_TESTS) not in sys.path:
-        sys.path.insert(0, str(SQLSTORAGE_TESTS))
-    from postgres_cluster import cluster_for_tests
+    from durus.pg_cluster import cluster_for_tests
 
     cluster = cluster_for_tests(pytest.skip, lambda reason: pytest.fail(reason, pytrace=False))
     try:

@@ -1,7 +1,7 @@
 """Fixtures of the durus-sqlstorage tests: one real PostgreSQL server per session.
 
-The server helpers live in ``postgres_cluster`` (standard library only, so that
-``benchmarks/`` can import it by path too); this folder is put on ``sys.path`` for it.
+The server helpers are this distribution's ``durus.pg_cluster`` (standard library
+only: the CLI's and the meta-distribution's tests and ``benchmarks/`` use it too).
 Without PostgreSQL binaries the PostgreSQL tests skip, unless ``DURUS_REQUIRE_POSTGRES=1``
 (CI sets it) turns that into a failure: CI must never pass by skipping them.
 """
@@ -16,9 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from durus.pg_cluster import PostgresCluster, PostgresError, cluster_for_tests
 
-from postgres_cluster import PostgresCluster, PostgresError, cluster_for_tests
+# This folder's helper modules (fixture_classes, ...) are imported by the tests.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")

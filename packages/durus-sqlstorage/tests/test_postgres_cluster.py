@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from postgres_cluster import PostgresCluster, PostgresError, find_postgres_bin
+
+from durus.pg_cluster import PostgresCluster, PostgresError, find_postgres_bin
 
 
 def psql(cluster: PostgresCluster, conninfo: str, sql: str) -> str:
@@ -169,8 +170,7 @@ def test_the_watchdog_stops_the_server_of_an_owner_killed_by_sigkill() -> None:
         pytest.skip("no PostgreSQL server binaries")
     code = (
         "import sys\n"
-        f"sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})\n"
-        "from postgres_cluster import PostgresCluster\n"
+        "from durus.pg_cluster import PostgresCluster\n"
         "cluster = PostgresCluster()\n"
         "cluster.start()\n"
         "print(cluster.port, cluster.base_dir, flush=True)\n"

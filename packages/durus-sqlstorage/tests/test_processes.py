@@ -128,7 +128,7 @@ CRASH_WRITER = textwrap.dedent("""
 @pytest.fixture
 def own_cluster():
     """A PostgreSQL server of this test alone (it gets killed)."""
-    from postgres_cluster import PostgresCluster, find_postgres_bin
+    from durus.pg_cluster import PostgresCluster, find_postgres_bin
 
     if find_postgres_bin() is None:
         pytest.skip("no PostgreSQL binaries")
@@ -352,7 +352,7 @@ def test_postgresql_out_of_space_refuses_the_commit_and_keeps_the_rest():
     database stays as it was and keeps serving; with the limit gone it goes through."""
     import resource
 
-    from postgres_cluster import PostgresCluster, find_postgres_bin
+    from durus.pg_cluster import PostgresCluster, find_postgres_bin
 
     if find_postgres_bin() is None:
         pytest.skip("no PostgreSQL binaries")

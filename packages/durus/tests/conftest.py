@@ -28,7 +28,6 @@ import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-CLUSTER_HELPERS = HERE.parents[1] / "durus-sqlstorage" / "tests"
 
 STORAGE_KINDS = ("memory", "file", "server-tcp", "server-unix", "sqlite", "postgresql")
 
@@ -245,8 +244,7 @@ def graph_postgres() -> Iterator[Any]:
     DURUS_REQUIRE_POSTGRES=1, without binaries or psycopg)."""
     if os.environ.get("DURUS_REQUIRE_POSTGRES") != "1":
         pytest.importorskip("psycopg", reason="PostgresStorage needs psycopg 3")
-    sys.path.insert(0, str(CLUSTER_HELPERS))
-    from postgres_cluster import cluster_for_tests
+    from durus.pg_cluster import cluster_for_tests
 
     cluster = cluster_for_tests(pytest.skip, lambda reason: pytest.fail(reason, pytrace=False))
     try:

@@ -4,7 +4,6 @@ commits.  Real processes, a real PostgreSQL server, a real Durus server."""
 
 from __future__ import annotations
 
-import pathlib
 import socket
 import subprocess
 import sys
@@ -14,14 +13,11 @@ import pytest
 from durus.connection import Connection
 from durus.persistent_dict import PersistentDict
 
-CLUSTER_HELPERS = pathlib.Path(__file__).resolve().parents[2] / "durus-sqlstorage" / "tests"
-
 
 @pytest.fixture(scope="module")
 def pg_url():
     pytest.importorskip("psycopg")
-    sys.path.insert(0, str(CLUSTER_HELPERS))
-    from postgres_cluster import cluster_for_tests
+    from durus.pg_cluster import cluster_for_tests
 
     cluster = cluster_for_tests(pytest.skip, pytest.fail)
     cluster.create_database("served")
