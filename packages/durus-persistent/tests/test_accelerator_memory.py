@@ -88,8 +88,6 @@ def _exercise(connection: Any, items: list[Any], recent: Any) -> None:
     connection.transaction_serial += 1
     for item in items:
         item.__dict__  # the first touch through getattro
-    recent.add_new(items)
-    recent.add_new(iter(items))
     for item in items:
         recent.add(item)
     for item in items[:3]:
@@ -101,17 +99,11 @@ def _exercise(connection: Any, items: list[Any], recent: Any) -> None:
     assert items[0] in recent
     assert 1 not in recent
     with pytest.raises(TypeError):
-        recent.add_new([items[0], 1])
-
-    def failing() -> Any:
-        yield items[1]
-        raise ValueError
-
-    with pytest.raises(ValueError):
-        recent.add_new(failing())
+        recent.add(1)
     for item in items[3:6]:
         recent.discard(item)
-    recent.add_new(items)
+    for item in items:
+        recent.add(item)
 
 
 @needs_accelerator
@@ -247,7 +239,8 @@ def test_finalizers_that_touch_the_recent_list_while_it_is_freed():
             obj.others = [weakref.ref(other) for other in objects[index + 1 :] + objects[:index]]
             obj._p_connection = connection
             obj._p_status = 0
-        recent.add_new(objects)
+        for obj in objects:
+            recent.add(obj)
         del objects, obj
         # The list goes; the new list of the connection takes what __del__ touches.
         connection._recent = _persistent_accel.RecentObjects()

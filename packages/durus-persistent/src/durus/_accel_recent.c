@@ -34,34 +34,6 @@ recent_add(RecentObject *self, PyObject *op)
 }
 
 static PyObject *
-recent_add_new(RecentObject *self, PyObject *iterable)
-{
-    PyObject *iterator = PyObject_GetIter(iterable);
-    PyObject *op;
-    if (iterator == NULL) {
-        return NULL;
-    }
-    while ((op = PyIter_Next(iterator)) != NULL) {
-        PBObject *obj = accel_as_pb(op);
-        if (obj == NULL) {
-            Py_DECREF(op);
-            Py_DECREF(iterator);
-            return NULL;
-        }
-        if (obj->ring != self) {
-            ring_take(obj);
-            ring_link_last(self, obj);
-        }
-        Py_DECREF(op);
-    }
-    Py_DECREF(iterator);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
 recent_discard(RecentObject *self, PyObject *op)
 {
     if (PB_Check(op) && ((PBObject *)op)->ring == self) {
@@ -176,8 +148,6 @@ recent_dealloc(RecentObject *self)
 static PyMethodDef recent_methods[] = {
     {"add", (PyCFunction)recent_add, METH_O,
      "Make obj the most recently accessed object (adding it if absent)."},
-    {"add_new", (PyCFunction)recent_add_new, METH_O,
-     "Add the absent objects of an iterable last; present ones keep their place."},
     {"discard", (PyCFunction)recent_discard, METH_O, "Drop obj if present."},
     {"pop_oldest", (PyCFunction)recent_pop_oldest, METH_NOARGS,
      "Remove and return the least recently accessed object."},

@@ -167,11 +167,6 @@ class ReferenceContainer:
         self.map[key] = x
         self.map.move_to_end(key)
 
-    def add_new(self, objects: Iterable[Any]) -> None:
-        """Add the absent objects last; present ones keep their place."""
-        objects = list(objects)
-        self.map.update(zip(map(id, objects), objects, strict=True))
-
     def discard(self, x: Any) -> None:
         self.map.pop(id(x), None)
 
