@@ -145,6 +145,11 @@ class FileStorage(Storage):
         allocated.add(name)
         return name
 
+    def enable_snapshots(self) -> None:
+        """Nothing to do: the writer is this process, and a read-only
+        storage reads the file as of its last ``sync()`` (its index moves
+        only there)."""
+
     def begin(self) -> None:
         self.pending_records.clear()
 

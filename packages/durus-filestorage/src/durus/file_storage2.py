@@ -270,6 +270,9 @@ class FileStorage2(Storage):
     def sync(self) -> list[bytes]:
         return []
 
+    def enable_snapshots(self) -> None:
+        """Nothing to do: a DFS20 file is only read, never changed."""
+
     def _read_only(self, *args: Any, **kwargs: Any) -> Any:
         raise FileStorageError(
             f"{self.path!r} is a legacy DFS20 file, opened read-only: convert it with "

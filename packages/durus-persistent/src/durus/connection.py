@@ -6,19 +6,28 @@ records which objects the current transaction read and changed, and turns
 as invalidations from ``storage.sync()``: objects this transaction did not
 read become ghosts; objects it did read make the commit (or the load) fail
 with a ``ConflictError``, after which the application calls ``abort()``.
+
+With ``mvcc=True`` a transaction reads one snapshot (the database as of its
+last ``commit()``/``abort()``), so loads never conflict; commits are checked
+as before.  Conflicts on objects that merge (``durus.conflict_resolution``)
+are resolved inside ``commit()``.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import struct
 import time
-import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from durus.conflict_resolution import (
+    RESOLVE_ATTEMPTS,
+    ConflictResolver,
+    ResolvableConflict,
+    resolves_conflicts,
+)
+from durus.connection_cache import Cache, ObjectDictionary, ReferenceContainer
 from durus.error import (
     DurusError,
     DurusKeyError,
@@ -39,7 +48,6 @@ from durus.persistent import (
     _set_class,
     _set_status_slot,
     mark_stored,
-    new_ghost,
     real_class,
 )
 from durus.persistent_dict import PersistentDict
@@ -77,279 +85,20 @@ def _as_oid(oid: bytes | int) -> bytes:
     return oid
 
 
-class _KeyedRef(weakref.ref):
-    """A weak reference that knows its key, built without Python-level code
-    (``weakref.KeyedRef`` runs a Python ``__new__`` and ``__init__``)."""
-
-    __slots__ = ("key",)
-    key: bytes
-
-
-class ObjectDictionary:
-    """oid -> object, holding objects weakly; freed entries are purged lazily."""
-
-    def __init__(self) -> None:
-        self.mapping: dict[bytes, _KeyedRef] = {}
-        self.dead: set[bytes] = set()
-
-        def callback(ref: _KeyedRef, dead: set[bytes] = self.dead) -> None:
-            dead.add(ref.key)
-
-        self.callback = callback
-
-    def get(self, key: bytes, default: Any = None) -> Any:
-        ref = self.mapping.get(key)
-        if ref is None:
-            return default
-        obj = ref()
-        if obj is None:
-            return default
-        return obj
-
-    def __setitem__(self, key: bytes, value: Any) -> None:
-        ref = _KeyedRef(value, self.callback)
-        ref.key = key
-        self.mapping[key] = ref
-        self.dead.discard(key)
-
-    def update(self, items: dict[bytes, Any]) -> None:
-        """``self[key] = value`` for every item (one call for a whole commit)."""
-        mapping = self.mapping
-        callback = self.callback
-        keyed_ref = _KeyedRef
-        for key, value in items.items():
-            ref = keyed_ref(value, callback)
-            ref.key = key
-            mapping[key] = ref
-        if self.dead:
-            self.dead.difference_update(items)
-
-    def __delitem__(self, key: bytes) -> None:
-        # At once: iteration works on a copy of the keys, and get() does not
-        # look at ``dead`` (it is on every load's path).
-        self.mapping.pop(key, None)
-        self.dead.discard(key)
-
-    def __contains__(self, key: bytes) -> bool:
-        return self.get(key) is not None
-
-    def __len__(self) -> int:
-        return len(self.mapping) - len(self.dead)
-
-    def clear_dead(self) -> None:
-        mapping = self.mapping
-        for key in self.dead:
-            ref = mapping.get(key)
-            if ref is not None and ref() is None:
-                del mapping[key]
-            elif ref is not None:
-                # Explicitly deleted while still alive.
-                del mapping[key]
-        self.dead.clear()
-
-    def __iter__(self) -> Iterator[bytes]:
-        self.clear_dead()
-        return iter(list(self.mapping))
-
-
-class ReferenceContainer:
-    """Strong references, by identity, least recently (re)added first.
-
-    The accelerator's ``RecentObjects`` has the same methods (a linked list
-    through the objects' C fields instead of ``map``).
-    """
-
-    def __init__(self) -> None:
-        self.map: OrderedDict[int, Any] = OrderedDict()
-
-    def add(self, x: Any) -> None:
-        key = id(x)
-        self.map[key] = x
-        self.map.move_to_end(key)
-
-    def discard(self, x: Any) -> None:
-        self.map.pop(id(x), None)
-
-    def pop_oldest(self) -> Any:
-        return self.map.popitem(last=False)[1]
-
-    def push_oldest(self, x: Any) -> None:
-        key = id(x)
-        self.map[key] = x
-        self.map.move_to_end(key, last=False)
-
-    def list(self) -> list[Any]:
-        return list(self.map.values())
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.list())
-
-    def __len__(self) -> int:
-        return len(self.map)
-
-    def __contains__(self, x: Any) -> bool:
-        return id(x) in self.map
-
-
-_Recent: Any = ReferenceContainer if _accel is None else _accel.RecentObjects
-
-
-class Cache:
-    """The objects of one connection: all weakly, recently accessed ones strongly.
-
-    Accessed objects stay strongly referenced until a shrink considers them,
-    so a conflict on an object read in this transaction is always detected
-    even if the application dropped it.  Shrinking ghosts the least recently
-    accessed objects until at most ``size`` objects remain alive.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.objects = ObjectDictionary()
-        self.recent_objects = _Recent()
-        self.finger = 0
-        self.size = 0
-        self._count_after_scan = 0
-        self.set_size(size)
-
-    def get_size(self) -> int:
-        return self.size
-
-    def set_size(self, size: int) -> None:
-        if size <= 0:
-            raise ValueError(f"cache size must be positive, not {size!r}")
-        self.size = size
-
-    def get_count(self) -> int:
-        return len(self.objects)
-
-    def get(self, oid: bytes) -> Any:
-        return self.objects.get(oid)
-
-    def __setitem__(self, oid: bytes, obj: Any) -> None:
-        self.objects[oid] = obj
-
-    def update(self, objects: dict[bytes, Any]) -> None:
-        """Add ``oid -> object`` for every item."""
-        self.objects.update(objects)
-
-    def __delitem__(self, oid: bytes) -> None:
-        obj = self.objects.get(oid)
-        if obj is not None and _oid_of(obj) is not None:
-            raise ValueError("only objects whose oid was reset may be removed from the cache")
-        del self.objects[oid]
-
-    def __iter__(self) -> Iterator[Any]:
-        for oid in self.objects:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                yield obj
-
-    def get_instance(self, oid: bytes, klass: Any, connection: Any) -> Any:
-        """The cached object of ``oid`` if its class is ``klass``, else a new ghost."""
-        # Every reference a loaded state holds comes here: inlined lookups.
-        objects = self.objects
-        ref = objects.mapping.get(oid)
-        if ref is not None:
-            obj = ref()
-            if obj is not None and real_class(obj) is klass:
-                return obj
-        obj = new_ghost(klass, oid, connection)
-        ref = _KeyedRef(obj, objects.callback)
-        ref.key = oid
-        objects.mapping[oid] = ref
-        if objects.dead:
-            objects.dead.discard(oid)
-        return obj
-
-    def _build_heap(self, serial: int) -> list[tuple[int, bytes]]:
-        """``(serial, oid)`` candidates not accessed at ``serial``, oldest first."""
-        objects = self.objects
-        keys = list(objects)
-        count = len(keys)
-        if count == 0:
-            return []
-        wanted = 2 * max(count - self.size, 0)
-        heap: list[tuple[int, bytes]] = []
-        start = self.finger % count
-        visited = 0
-        for index in range(count):
-            oid = keys[(start + index) % count]
-            visited += 1
-            obj = objects.get(oid)
-            if obj is None:
-                continue
-            obj_serial = _serial_of(obj)
-            if obj_serial == serial:
-                continue
-            heap.append((obj_serial, oid))
-            if len(heap) >= wanted:
-                break
-        self.finger = (start + visited) % count
-        heapq.heapify(heap)
-        return heap
-
-    def shrink(self, connection: Any) -> None:
-        """Ghost the least recently accessed objects while over ``size``.
-
-        The recently accessed objects are kept in access order, so the usual
-        shrink costs what it evicts; only when that is not enough (objects
-        loaded but never accessed) does it scan the cache as Durus 4.3 did.
-        """
-        objects = self.objects
-        if len(objects) <= self.size:
-            self._purge_dead()
-            return
-        serial = connection.transaction_serial
-        recent = self.recent_objects
-        obj = None
-        while recent and len(objects) > self.size:
-            obj = recent.pop_oldest()
-            if _serial_of(obj) == serial:
-                # Everything from here on was used in the transaction ending.
-                recent.push_oldest(obj)
-                break
-            if _status_of(obj) == 0:  # SAVED
-                obj._p_set_status_ghost()
-        del obj
-        # What remains alive is referenced from elsewhere (the application,
-        # or loaded objects), or was loaded without being accessed.  Scanning
-        # for the latter costs the whole cache: do it only when the cache has
-        # grown by a tenth of its size since the last scan.
-        count = len(objects)
-        if count > self.size and count > self._count_after_scan + self.size // 10:
-            self._shrink_by_scan(serial)
-            self._count_after_scan = len(objects)
-        self._purge_dead()
-
-    def _purge_dead(self) -> None:
-        """Drop the entries of freed objects once they are many (amortized O(1))."""
-        objects = self.objects
-        if len(objects.dead) > max(1024, len(objects.mapping) >> 1):
-            objects.clear_dead()
-        logger.debug("cache shrunk to %d objects (target %d)", len(objects), self.size)
-
-    def _shrink_by_scan(self, serial: int) -> None:
-        objects = self.objects
-        recent = self.recent_objects
-        heap = self._build_heap(serial)
-        while heap and len(objects) > self.size:
-            _serial, oid = heapq.heappop(heap)
-            obj = objects.get(oid)
-            if obj is None:
-                continue
-            if _status_of(obj) == 0:  # SAVED
-                obj._p_set_status_ghost()
-            recent.discard(obj)
-
-
 class Connection(ConnectionBase):
-    """A transactional view of one storage; ``Connection("file")`` opens a FileStorage."""
+    """A transactional view of one storage; ``Connection("file")`` opens a FileStorage.
+
+    ``mvcc=True``: each transaction reads the snapshot taken at its start, so
+    loads never raise ``ReadConflictError`` and read-only transactions never
+    conflict (the storage must offer snapshots: ``Storage.enable_snapshots``).
+    """
 
     def __init__(
         self,
         storage: Storage | str,
         cache_size: int = 100000,
         root_class: type | None = None,
+        mvcc: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(storage, str):
@@ -372,6 +121,11 @@ class Connection(ConnectionBase):
         self._inline_first_touch = type(self).note_access is Connection.note_access
         # The commit's serializer, kept from one commit to the next.
         self._writer: ObjectWriter | None = None
+        self._resolver = ConflictResolver(self)
+        self.mvcc = bool(mvcc)
+        if self.mvcc:
+            storage.enable_snapshots()
+            self._sync()  # the first transaction's snapshot
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class or PersistentDict)
@@ -458,6 +212,8 @@ class Connection(ConnectionBase):
         state = self.reader.get_state(data)
         obj.__setstate__(state)
         obj._p_set_status_saved()
+        if resolves_conflicts(klass):
+            self._resolver.originals[oid] = data
         return obj
 
     __getitem__ = get
@@ -476,9 +232,16 @@ class Connection(ConnectionBase):
         again.  Durus 4.3 tried once, so a commit by another client landing
         between the sync and the second load failed a transaction that had
         used nothing stale (``Connection()`` on a busy new database, say).
+        With ``mvcc`` the storage serves the snapshot: a sync here would
+        move it, so there is none.
         """
         if oid in self.invalid_oids:
             raise ReadConflictError([oid])
+        if self.mvcc:
+            record = self.storage.load(oid)
+            if record[:8] != oid:
+                raise DurusError(f"storage returned the record of oid {record[:8]!r} for {oid!r}")
+            return record
         for _attempt in range(_LOAD_SYNCS):
             try:
                 record = self.storage.load(oid)
@@ -509,6 +272,8 @@ class Connection(ConnectionBase):
         state = self.reader.get_state(record[12:data_end], references=len(record) > data_end)
         cls = type(obj)
         cls.__setstate__(obj, state)
+        if resolves_conflicts(cls):
+            self._resolver.originals[oid] = record[12:data_end]
         if cls._p_set_status_saved is _default_set_status_saved:
             _set_status_slot(obj, SAVED)
             family = _families.get(cls)
@@ -529,6 +294,8 @@ class Connection(ConnectionBase):
                 obj = self.cache.get_instance(oid, self.reader.get_class(data), self)
             obj.__setstate__(self.reader.get_state(data))
             obj._p_set_status_saved()
+            if resolves_conflicts(type(obj)):
+                self._resolver.originals[oid] = data
             yield obj
 
     # -- hooks called by persistent objects -------------------------------------
@@ -588,18 +355,34 @@ class Connection(ConnectionBase):
         """Store every changed object (and new objects they reach) atomically."""
         if self.changed:
             self._commit()
+            if self.mvcc:
+                self._sync()  # the next transaction's snapshot
         else:
             self._sync()
         self._end_transaction()
 
     def _commit(self) -> None:
+        """Store the changes, merging conflicts on objects that can merge."""
         if self.invalid_oids:
             raise WriteConflictError(sorted(self.invalid_oids))
+        attempts = 0
+        while True:
+            try:
+                self._store_changes()
+                return
+            except ResolvableConflict as conflict:
+                attempts += 1
+                if attempts > RESOLVE_ATTEMPTS:
+                    raise WriteConflictError(conflict.oids) from None
+                self._resolver.resolve(conflict.oids or ())
+
+    def _store_changes(self) -> None:
         storage = self.storage
         storage.begin()
         changed = self.changed
         new_objects: dict[bytes, Any] = {}
         stored: list[Any] = []
+        mergeable: list[tuple[bytes, bytes]] = []
         writer = self._writer
         if writer is None or not writer.suits_settings():
             writer = ObjectWriter(self)
@@ -607,6 +390,7 @@ class Connection(ConnectionBase):
         get_state = writer.get_state
         store = storage.store
         note_access = self.note_access
+        resolving = resolves_conflicts
         try:
             for changed_object in list(changed.values()):
                 for obj in writer.gen_new_objects(changed_object):
@@ -627,6 +411,8 @@ class Connection(ConnectionBase):
                     data, refs = get_state(obj)
                     store(oid, pack_record(oid, data, refs))
                     stored.append(obj)
+                    if resolving(type(obj)):
+                        mergeable.append((oid, data))
             self.cache.update(new_objects)
             mark_stored(stored)
             storage.end(self._handle_invalidations)
@@ -636,6 +422,8 @@ class Connection(ConnectionBase):
         finally:
             writer.reset()
             self._writer = writer
+        if mergeable:
+            self._resolver.committed(mergeable)
         self.changed.clear()
 
     def _undo_failed_commit(self, new_objects: dict[bytes, Any], writer: ObjectWriter) -> None:
@@ -670,8 +458,35 @@ class Connection(ConnectionBase):
                 obj._p_set_status_ghost()
         invalid.clear()
 
+    def _current_data(self, oid: bytes) -> tuple[bytes, list[bytes]]:
+        """The committed data of ``oid`` for a merge, and mergeable oids it reported.
+
+        A classic connection syncs when the storage refuses the load; the
+        sync may report other changed objects that merge, which the caller
+        merges again.  Any other conflict it reports is raised.
+        """
+        reported: list[bytes] = []
+        for _attempt in range(_LOAD_SYNCS):
+            try:
+                record = self.storage.load(oid)
+                break
+            except ReadConflictError:
+                if self.mvcc:
+                    raise
+                try:
+                    self._handle_invalidations(self.storage.sync())
+                except ResolvableConflict as more:
+                    reported.extend(more.oids or ())
+        else:
+            record = self.storage.load(oid)
+        return unpack_record(record)[1], reported
+
     def _handle_invalidations(self, oids: Iterable[bytes], read_oid: bytes | None = None) -> None:
-        """Ghost invalidated objects; conflicts for those this transaction used."""
+        """Ghost invalidated objects; conflicts for those this transaction used.
+
+        In a commit (no ``read_oid``), conflicts only on changed objects
+        that merge raise ``ResolvableConflict``, which the commit resolves.
+        """
         conflicts = []
         serial = self.transaction_serial
         for oid in oids:
@@ -685,6 +500,8 @@ class Connection(ConnectionBase):
                 obj._p_set_status_ghost()
         if conflicts:
             if read_oid is None:
+                if self._resolver.is_resolvable(conflicts):
+                    raise ResolvableConflict(conflicts)
                 raise WriteConflictError(conflicts)
             raise ReadConflictError([read_oid])
 

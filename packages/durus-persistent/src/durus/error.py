@@ -56,5 +56,31 @@ class ReadConflictError(ConflictError):
     """A load found an object changed since this transaction began reading."""
 
 
+class SnapshotExpiredError(ConflictError):
+    """The snapshot this transaction reads can no longer be served.
+
+    Raised by loads of ``Connection(..., mvcc=True)`` when the server's
+    history window no longer reaches back to the snapshot, or a pack removed
+    a record the snapshot needs.  It is a ``ConflictError``: ``abort()`` and
+    retry, and the transaction reads a new snapshot.  ``reason`` says which.
+    """
+
+    def __init__(self, reason: str = "", oids: Iterable[bytes] | None = None) -> None:
+        super().__init__(oids)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        base = super().__str__() if self.oids else ""
+        return f"snapshot expired: {self.reason}" + (f" ({base})" if base else "")
+
+
+class SnapshotsUnsupportedError(DurusError):
+    """The storage cannot give a transaction one consistent snapshot to read.
+
+    ``Connection(storage, mvcc=True)`` raises it at once, naming the reason
+    (a Durus 4.3 server, a storage class without snapshots).
+    """
+
+
 class ProtocolError(DurusError):
     """The other end of a storage connection did not follow the protocol."""

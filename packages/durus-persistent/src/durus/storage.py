@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from durus.error import DurusKeyError
+from durus.error import DurusKeyError, SnapshotsUnsupportedError
 from durus.serialize import extract_class_name, split_oids, unpack_record
 from durus.utils import int8_to_str
 
@@ -54,6 +54,33 @@ class Storage:
 
     def new_oid(self) -> bytes:
         raise NotImplementedError
+
+    def enable_snapshots(self) -> None:
+        """Serve this storage's user one consistent snapshot per transaction.
+
+        ``Connection(..., mvcc=True)`` calls it once, before its first load.
+        From then on the storage keeps this contract:
+
+        * ``sync()`` starts a new snapshot: the database as it is now.  It
+          returns the oids changed since the previous snapshot, as always.
+        * ``load()`` returns records as of the current snapshot and never
+          raises ``ReadConflictError``; if it can no longer do so it raises
+          ``SnapshotExpiredError``.
+        * ``end()`` passes ``handle_invalidations`` every oid changed by
+          others since the snapshot, so the connection can refuse a commit
+          that read something stale (writers stay serializable).  After a
+          successful ``end()`` the snapshot is the database just after this
+          commit: the next ``sync()`` may return ``[]`` without asking
+          anyone.  After a failed one, loads may see the newer state the
+          commit was judged against; changes not returned yet come with the
+          next ``end()`` or ``sync()``.
+
+        A storage that cannot keep it raises ``SnapshotsUnsupportedError``
+        naming the reason (the default).
+        """
+        raise SnapshotsUnsupportedError(
+            f"{type(self).__name__} does not offer snapshot reads (Connection(mvcc=True))"
+        )
 
     def close(self) -> None:
         pass
@@ -159,6 +186,9 @@ class MemoryStorage(Storage):
     def new_oid(self) -> bytes:
         self.oid += 1
         return int8_to_str(self.oid)
+
+    def enable_snapshots(self) -> None:
+        """Nothing to do: one process owns the records, and nobody else commits."""
 
     def load(self, oid: bytes) -> bytes:
         try:
