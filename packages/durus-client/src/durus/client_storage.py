@@ -7,7 +7,9 @@ commit first receives the oids other clients changed so the connection can
 detect a conflict before anything is written.
 
 Against a server of this distribution it also uses the extensions the server
-announced: one-message commits, prefetching loads and readable refusals.
+announced: one-message commits, prefetching loads and readable refusals, and,
+once ``enable_snapshots()`` was called (``Connection(..., mvcc=True)``),
+snapshot syncs (``W``): loads then read as of the last sync.
 Every socket operation has a timeout: a dead or silent server raises
 ``DurusConnectionError`` (an ``OSError``) naming the address, never a hang.
 
@@ -26,6 +28,8 @@ from durus.error import (
     DurusKeyError,
     ProtocolError,
     ReadConflictError,
+    SnapshotExpiredError,
+    SnapshotsUnsupportedError,
     WriteConflictError,
 )
 from durus.storage import Storage
@@ -45,8 +49,10 @@ from durus.wire_protocol import (
     NEW_OIDS,
     PACK,
     PROTOCOL,
+    SNAPSHOT_SYNC,
     STATS,
     STATUS_ERROR,
+    STATUS_EXPIRED,
     STATUS_INVALID,
     STATUS_KEYERROR,
     STATUS_OKAY,
@@ -143,6 +149,10 @@ class ClientStorage(Storage):
         self._use_fetch = False
         self._use_commit_data = False
         self._use_errors = False
+        # Snapshot mode, and whether the snapshot is the one just after this
+        # client's own commit (then the next sync needs no round trip).
+        self._snapshots = False
+        self._snapshot_fresh = False
         self._max_bulk = 10000
         self._closed = False
         self._sock: Any = None
@@ -237,6 +247,7 @@ class ClientStorage(Storage):
         self._rfile = None if sock is None else _RecvReader(sock)
         self._prefetched.clear()
         self._use_fetch = self._use_commit_data = self._use_errors = False
+        self._snapshots = self._snapshot_fresh = False
 
     def _send(self, data: bytes) -> None:
         sock = self._sock
@@ -359,6 +370,9 @@ class ClientStorage(Storage):
             return DurusKeyError(oid)
         if status == STATUS_ERROR and self._use_errors:
             return self._refusal()
+        if status == STATUS_EXPIRED and self._snapshots:
+            reason = self._recv(self._recv_int4()).decode("utf-8", "replace")
+            return SnapshotExpiredError(reason, [oid])
         self._broken(None)
         return ProtocolError(f"status={status!r}, oid={oid!r}")
 
@@ -452,10 +466,12 @@ class ClientStorage(Storage):
         propagates.  A conflict the server detects raises
         ``WriteConflictError()``.
         """
+        self._snapshot_fresh = False
         if self._use_commit_data and self.records:
             self._end_with_data(handle_invalidations)
         else:
             self._end_protocol_1(handle_invalidations)
+        self._snapshot_fresh = self._snapshots
 
     def _end_protocol_1(self, handle_invalidations: Callable[[list[bytes]], None] | None) -> None:
         self._send(COMMIT)
@@ -513,9 +529,41 @@ class ClientStorage(Storage):
         raise ProtocolError(f"server returned invalid status {status!r}")
 
     def sync(self) -> list[bytes]:
-        """The oids other clients changed (or a pack removed) since the last list."""
-        self._send(SYNC)
+        """The oids other clients changed (or a pack removed) since the last list.
+
+        In snapshot mode it starts a new snapshot; right after a commit of
+        this client the snapshot is already new, and the list waits for the
+        next sync or commit.
+        """
+        if self._snapshots:
+            if self._snapshot_fresh:
+                self._snapshot_fresh = False
+                return []
+            self._send(SNAPSHOT_SYNC)
+        else:
+            self._send(SYNC)
         return self._read_oid_list()
+
+    def enable_snapshots(self) -> None:
+        """Read as of the last ``sync()`` from now on (see ``Storage.enable_snapshots``).
+
+        Needs a server of this distribution that announced ``W``: a Durus
+        4.3 server (or ``extensions=False``) raises ``SnapshotsUnsupportedError``
+        at once.
+        """
+        info = self.server_info
+        if info is None:
+            raise SnapshotsUnsupportedError(
+                f"the server at {self.address} speaks plain protocol 1 (a Durus 4.3 server, "
+                "or extensions=False): it cannot serve snapshot reads (mvcc=True)"
+            )
+        if "W" not in info.get("features", ()) or not self._use_commit_data:
+            raise SnapshotsUnsupportedError(
+                f"the server at {self.address} ({info.get('server')} {info.get('version')}) "
+                "does not serve snapshot reads (mvcc=True): upgrade durus-server"
+            )
+        self._snapshots = True
+        self._snapshot_fresh = False
 
     def pack(self) -> None:
         """Ask the server to pack; returns before the pack has finished."""

@@ -20,6 +20,15 @@ them, and a Durus 4.3 client never sends them:
 * ``F``: load one record plus records the server expects to be wanted next
   (the ones it refers to, or the following oids during a sequential scan).
 * ``T``: the server's counters as JSON.
+* ``W``: snapshot sync, for ``Connection(..., mvcc=True)``.  Answered like
+  ``S`` (the oids changed since the client's last list), and from then on
+  the client's loads (``L``, ``B``, ``F``) return records as of that list:
+  the server keeps the previous version of each record changed while such a
+  snapshot is open.  A successful ``X`` commit moves the snapshot to just
+  after it, an abandoned one to the list it reviewed.
+* ``H`` status, in a load reply to a snapshot client: the snapshot can no
+  longer be served, followed by ``int4 n`` and an n-byte UTF-8 reason (the
+  history window was exceeded, or a pack removed the record).
 * ``E`` status: a refusal with a UTF-8 reason, sent only to clients that
   said hello; Durus 4.3 clients get a disconnect instead.
 """
@@ -62,7 +71,9 @@ __all__ = [
     "EXTENDED_COMMAND_BYTES",
     "HELLO_OID",
     "PROTOCOL",
+    "SNAPSHOT_SYNC",
     "STATUS_ERROR",
+    "STATUS_EXPIRED",
     "STATUS_INVALID",
     "STATUS_KEYERROR",
     "STATUS_OKAY",
@@ -98,6 +109,8 @@ STATUS_INVALID = b"I"
 STATUS_ERROR = b"E"
 #: Extension, inside an ``X`` commit: an oid list the client must review.
 STATUS_REVIEW = b"R"
+#: Extension, a load reply to a snapshot client: ``int4 n`` + why (UTF-8).
+STATUS_EXPIRED = b"H"
 
 #: Durus 4.3's per-operation server timeout, kept as the default time a
 #: server waits for the rest of a message that has started to arrive.
@@ -125,7 +138,8 @@ AUTHENTICATE = b"A"
 COMMIT_DATA = b"X"
 FETCH = b"F"
 STATS = b"T"
-EXTENDED_COMMAND_BYTES = frozenset(b"AXFT")
+SNAPSHOT_SYNC = b"W"
+EXTENDED_COMMAND_BYTES = frozenset(b"AXFTW")
 #: Answers inside an ``X`` exchange after a review list.
 APPROVE = b"g"
 ABANDON = b"a"
@@ -229,9 +243,10 @@ def encode_json(document: Any) -> bytes:
     return _int4_pack(len(body)) + body
 
 
-def encode_error(message: str) -> bytes:
+def encode_error(message: str, status: bytes = STATUS_ERROR) -> bytes:
+    """A status byte (``E``, or ``H`` for an expired snapshot) and a reason."""
     body = message.encode("utf-8", "replace")[:65536]
-    return STATUS_ERROR + _int4_pack(len(body)) + body
+    return status + _int4_pack(len(body)) + body
 
 
 def auth_proof(secret: bytes, role: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:

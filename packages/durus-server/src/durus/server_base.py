@@ -23,6 +23,7 @@ from durus.wire_protocol import SocketAddress
 if TYPE_CHECKING:
     from durus.server_commits import Transaction
     from durus.server_session import ClientSession
+    from durus.server_snapshots import SnapshotHistory
 
 
 class ServerBase:
@@ -49,6 +50,7 @@ class ServerBase:
     prefetch_records: int
     prefetch_bytes: int
     pack_slice: float
+    max_snapshot_history: int
     # Durus 4.3 attributes.
     clients: list[ClientSession]
     sockets: list[socket.socket]
@@ -73,6 +75,7 @@ class ServerBase:
     _flush_seconds: float
     _batch_since: float
     _readonly: bool
+    _history: SnapshotHistory
     # Event loop.
     _selector: selectors.BaseSelector | None
     _listener: socket.socket | None
@@ -136,3 +139,10 @@ class ServerBase:
         def _on_decision(self, client: ClientSession, answer: bytearray) -> int: ...
         # server_pack.py
         def _on_pack(self, client: ClientSession) -> None: ...
+        # server_snapshots.py
+        def _on_snapshot_sync(self, client: ClientSession) -> None: ...
+        def _prune_history(self) -> None: ...
+        def _previous_records(self, oids: Any) -> dict[bytes, Any] | None: ...
+        def _save_history(self, previous: dict[bytes, Any] | None) -> None: ...
+        def _note_replaced(self, oids: Any) -> None: ...
+        def _snapshot_record(self, client: ClientSession, oid: bytes) -> bytes: ...

@@ -35,6 +35,9 @@ class CommitWindow(ServerBase):
         txn = self._new_txn(client, COMMIT)
         pending_writes, orders = self._pending_writes(client)
         data, oids = self._take_list(client, pending_writes, txn)
+        if client.snapshot is not None:
+            client.snapshot = self._seq  # it was told everything up to here
+            self._prune_history()
         txn.included = orders
         txn.list_oids = oids
         client.txn = txn

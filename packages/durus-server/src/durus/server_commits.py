@@ -4,7 +4,10 @@ Commits of one loop round are validated together and made durable by one
 ``flush_to_disk()``; nothing is acknowledged before it.  The server refuses a
 commit writing an object another client committed since this client's last
 list, and sends a commit that another landed beside unseen for another review,
-so a faulty or racing client can never silently overwrite.
+so a faulty or racing client can never silently overwrite.  A one-message
+commit colliding with a commit its client has not seen gets a review naming
+it (the client may merge and commit again: conflict resolution) instead of a
+bare refusal.
 """
 
 from __future__ import annotations
@@ -123,6 +126,9 @@ class CommitCoordination(ServerBase):
             client.state = COMMAND
             client.txn = None
             self._pending.pop(client, None)
+            if client.snapshot is not None:
+                client.snapshot = txn.list_seq  # it reads what it reviewed
+                self._prune_history()
         else:
             raise ClientError(f"expected a commit decision, got {bytes(answer)!r}")
         return 1
@@ -147,15 +153,17 @@ class CommitCoordination(ServerBase):
         ):
             return "conflict", "writes an object named in its invalidation list"
         unseen: set[bytes] = set()
+        one_message = txn.kind == COMMIT_DATA
         for seq, author, order, oids in self._log:
             if seq <= txn.list_seq or author is client:
                 continue
-            if not writes.isdisjoint(oids):
+            reviewed = order in txn.included
+            if (reviewed or not one_message) and not writes.isdisjoint(oids):
                 return "conflict", "writes an object committed by another client meanwhile"
-            if order not in txn.included:
+            if not reviewed:
                 unseen |= oids
         if unseen:
-            if txn.kind == COMMIT_DATA:
+            if one_message:
                 return "review", unseen
             return "conflict", "another commit landed inside its commit window"
         return "ok", None
@@ -226,6 +234,7 @@ class CommitCoordination(ServerBase):
                     self._drop(client, str(exc), logging.WARNING)
                 continue
             try:
+                previous = self._previous_records(txn.writes)
                 storage.begin()
                 for oid, record in txn.entries:
                     storage.store(oid, record)
@@ -253,6 +262,7 @@ class CommitCoordination(ServerBase):
                     self._drop(client, str(error), logging.WARNING)
                 continue
             self._committed(txn)
+            self._save_history(previous)
             done.append(txn)
         if not done:
             self._prune_log()
@@ -288,6 +298,8 @@ class CommitCoordination(ServerBase):
                 self._invalidate(other, writes)
         self._seq += 1
         self._log.append((self._seq, client, txn.order, writes))
+        if client.snapshot is not None:
+            client.snapshot = self._seq  # it saw every commit before its own
         client.commits += 1
         self.bytes_since_pack += txn.nbytes + 8
         stats = self.stats

@@ -58,6 +58,8 @@ class ServerLimits:
     prefetch_bytes: int = 512 * 1024
     #: Seconds of packing between two rounds of serving clients.
     pack_slice: float = 0.02
+    #: Bytes of replaced records kept for open snapshots (``W`` clients).
+    max_snapshot_history: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -47,6 +47,7 @@ class Invalidations(ServerBase):
             self._handle_invalidations(removed_set)
             self._seq += 1
             self._log.append((self._seq, None, -1, removed_set))
+            self._note_replaced(removed_set)
 
     def _take_list(
         self, client: ClientSession, extra: set[bytes] | None = None, txn: Transaction | None = None

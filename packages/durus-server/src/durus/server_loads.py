@@ -1,7 +1,8 @@
 """Load replies (``L`` and ``B``): a record, ``K`` or ``I`` for a stale object.
 
 A client is never sent a record it was told is invalid and has not yet
-resynced: that answers ``I`` (a read conflict) instead.
+resynced: that answers ``I`` (a read conflict) instead, or, to a snapshot
+client, the record as of its snapshot (``H`` if that can no longer be had).
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from durus.error import ReadConflictError
 from durus.server_base import ServerBase
 from durus.server_config import logger
 from durus.server_session import ClientError, ClientSession
-from durus.wire_protocol import STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY
+from durus.server_snapshots import SnapshotGone
+from durus.wire_protocol import (
+    STATUS_EXPIRED,
+    STATUS_INVALID,
+    STATUS_KEYERROR,
+    STATUS_OKAY,
+    encode_error,
+)
 
 _from_int = int.from_bytes
 
@@ -23,11 +31,14 @@ class LoadReplies(ServerBase):
     def _load(self, client: ClientSession, oid: bytes) -> bytes | None:
         """The record for ``client``; None for ``I``; raise KeyError for ``K``."""
         if client.overflowed or oid in client.invalid:
-            return None
-        try:
-            record = self.storage.load(oid)
-        except ReadConflictError:
-            return None
+            if client.snapshot is None:
+                return None
+            record = self._snapshot_record(client, oid)
+        else:
+            try:
+                record = self.storage.load(oid)
+            except ReadConflictError:
+                return None
         n = _from_int(oid, "big")
         if n > client.max_oid:
             client.max_oid = n
@@ -39,6 +50,9 @@ class LoadReplies(ServerBase):
             record = self._load(client, oid)
         except KeyError:
             return STATUS_KEYERROR
+        except SnapshotGone as exc:
+            self.stats["snapshots_expired"] += 1
+            return encode_error(str(exc), STATUS_EXPIRED)
         except Exception as exc:
             logger.exception("loading oid %d failed", _from_int(oid, "big"))
             raise ClientError(f"the storage failed to load an object: {exc}") from exc

@@ -26,6 +26,7 @@ from durus.wire_protocol import (
     PACK,
     PROTOCOL,
     QUIT,
+    SNAPSHOT_SYNC,
     STATS,
     STATUS_OKAY,
     SYNC,
@@ -128,6 +129,9 @@ class RequestDispatch(ServerBase):
         if command == SYNC:
             self._on_sync(client)
             return 1
+        if command == SNAPSHOT_SYNC:
+            self._on_snapshot_sync(client)
+            return 1
         if command == COMMIT:
             return self._on_commit(client, now)
         if command == NEW_OIDS:
@@ -185,7 +189,7 @@ class RequestDispatch(ServerBase):
             "server": "durus-server",
             "version": SERVER_VERSION,
             "protocol": int.from_bytes(PROTOCOL, "big"),
-            "features": ["E", "F", "T", "X"],
+            "features": ["E", "F", "T", "W", "X"],
             "tls": self.ssl_context is not None,
             "auth": self.secret is not None,
             "limits": {
@@ -194,6 +198,7 @@ class RequestDispatch(ServerBase):
                 "max_reserved_oids": self.max_reserved_oids,
                 "max_invalidations": self.max_invalidations,
                 "message_timeout": self.message_timeout,
+                "max_snapshot_history": self.max_snapshot_history,
             },
         }
         self._reply(client, STATUS_OKAY + encode_json(document))

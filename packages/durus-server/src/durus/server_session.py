@@ -59,6 +59,8 @@ class ClientSession:
         self.ra_window = 0
         self.sent_recently: dict[bytes, None] = {}
         self.commits = 0
+        #: ``W`` clients: the ``_seq`` of the list their loads read as of.
+        self.snapshot: int | None = None
 
     def __repr__(self) -> str:
         return f"<client {self.name}>"

@@ -36,6 +36,9 @@ def new_counters() -> dict[str, Any]:
         "last_pack_end": None,
         "last_pack_error": None,
         "overflows": 0,
+        "snapshot_syncs": 0,
+        "snapshot_loads": 0,
+        "snapshots_expired": 0,
     }
 
 
@@ -50,6 +53,8 @@ class StatsReporting(ServerBase):
         stats["bytes_since_pack"] = self.bytes_since_pack
         stats["pending_commits"] = len(self._pending)
         stats["reserved_oids"] = len(self._reserved)
+        stats["snapshot_clients"] = sum(1 for c in self.clients if c.snapshot is not None)
+        stats["snapshot_history_bytes"] = self._history.nbytes
         stats["address"] = str(self.address)
         stats["server_version"] = SERVER_VERSION
         return stats

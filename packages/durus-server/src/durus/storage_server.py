@@ -82,6 +82,7 @@ from durus.server_session import (
     ClientError,
     ClientSession,
 )
+from durus.server_snapshots import SnapshotHistory, SnapshotReads
 from durus.server_stats import StatsReporting, new_counters
 from durus.storage import Storage
 from durus.wire_protocol import (
@@ -140,6 +141,7 @@ class StorageServer(
     CommitWindow,
     CommitCoordination,
     Packing,
+    SnapshotReads,
     StatsReporting,
 ):
     """Serve ``storage`` (any ``durus.storage.Storage``) to Durus clients.
@@ -167,7 +169,10 @@ class StorageServer(
       ``commit_lock_timeout`` (2 s; a window whose client sends nothing for
       ``commit_lock_idle``, 0.25 s, is broken sooner), ``prefetch_records`` (256 records
       sent ahead per fetch, 0 disables), ``pack_slice`` (0.02 s of pack work
-      between two looks at the sockets while a pack runs).
+      between two looks at the sockets while a pack runs),
+      ``max_snapshot_history`` (64 MiB of replaced records kept for the open
+      snapshots of ``mvcc`` clients; a snapshot it no longer reaches gets
+      ``SnapshotExpiredError``).
     """
 
     protocol = PROTOCOL
@@ -233,6 +238,7 @@ class StorageServer(
         self._lock_waiters: deque[ClientSession] = deque()
         self._reserved: dict[bytes, ClientSession] = {}
         self._pack_removed: set[bytes] = set()
+        self._history = SnapshotHistory(self.max_snapshot_history)
         self._ready: set[ClientSession] = set()
         self._dirty: set[ClientSession] = set()  # clients with output to send
         self._next_timeout_check = 0.0
