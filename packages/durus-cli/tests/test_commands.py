@@ -207,13 +207,16 @@ def test_console_commits_through_a_server_and_the_logfile(durus):
     log = durus.cwd / "server.log"
     log.write_text("earlier line\n")
     server = durus.start_server("--file", "db.durus", "--port", str(port), "--logfile",
-                                str(log), address=("127.0.0.1", port))
+                                str(log), "--snapshot-history", "100000",
+                                address=("127.0.0.1", port))
     result = durus.run("-c", "--port", str(port), "--cache_size", "0x10",
                        input="root['n'] = 5\nconnection.commit()\n")
     assert result.returncode == 0, result.stderr
-    result = durus.run("-c", "--port", str(port),
-                       input="print(root['n'], connection.get_cache_count() <= 16)\n")
-    assert "5 True" in result.stdout
+    result = durus.run("-c", "--port", str(port), "--mvcc", input=(
+        "print(root['n'], connection.get_cache_count() <= 16, connection.mvcc)\n"
+        "print(connection.get_storage().get_server_stats()['snapshot_clients'])\n"
+        "print(connection.get_storage().server_info['limits']['max_snapshot_history'])\n"))
+    assert "5 True True\n>>> 1\n>>> 100000\n" in result.stdout, result.stderr
     assert durus.run("-s", "--stop", "--port", str(port)).returncode == 0
     out, err = server.communicate(timeout=60)
     assert server.returncode == 0

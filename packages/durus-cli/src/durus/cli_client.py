@@ -58,6 +58,12 @@ def build_parser(prog: str = "durus -c") -> argparse.ArgumentParser:
         help="number of objects the connection's cache aims to keep (default: 10000)",
     )
     parser.add_argument(
+        "--mvcc", action="store_true",
+        help="read one consistent snapshot per transaction (Connection(..., mvcc=True)): "
+        "loads never raise ReadConflictError; needs a server of this project, a "
+        "file or a storage URL",
+    )
+    parser.add_argument(
         "--repair", action="store_true",
         help="with --file: truncate a malformed tail of the file while opening it",
     )
@@ -279,6 +285,7 @@ def interactive_client(
     storage_class: str | None = None,
     wait: float = 0,
     security: ClientSecurity | None = None,
+    mvcc: bool = False,
 ) -> None:
     """Open the storage (``file``, else the server at ``address``) and run the console."""
     from durus.connection import Connection
@@ -298,7 +305,7 @@ def interactive_client(
         description = describe_address(socket_address)
     try:
         try:
-            connection = Connection(storage, cache_size=cache_size)
+            connection = Connection(storage, cache_size=cache_size, mvcc=mvcc)
         except Exception as error:
             raise CliError(f"cannot open the database: {error or type(error).__name__}") \
                 from None
@@ -351,4 +358,5 @@ def _client(options: argparse.Namespace) -> None:
     interactive_client(
         options.file, address, options.cache_size, options.readonly, options.repair,
         options.startup, options.storage_class, wait=options.wait, security=security,
+        mvcc=options.mvcc,
     )

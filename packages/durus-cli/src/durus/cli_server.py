@@ -57,6 +57,12 @@ def build_parser(prog: str = "durus -s") -> argparse.ArgumentParser:
         "(default: 0, never)",
     )
     parser.add_argument(
+        "--snapshot-history", default=None, type=non_negative_int, metavar="BYTES",
+        help="keep at most this many bytes of replaced records for the open snapshots of "
+        "mvcc clients (Connection(..., mvcc=True)); an older snapshot gets "
+        "SnapshotExpiredError (default: 67108864, 64 MiB)",
+    )
+    parser.add_argument(
         "--create-root", action="store_true",
         help="write the root object of a new, empty database before serving, so that "
         "no client ever finds it rootless (then a client's root_class cannot choose "
@@ -180,13 +186,14 @@ def start_durus(
     ssl_context: Any = None,
     secret: bytes | None = None,
     create_root: bool = False,
+    snapshot_history: int | None = None,
 ) -> None:
     """Log to ``logfile`` (None: stderr) and serve ``storage`` at ``address`` until stopped.
 
     Returns when a client sends the quit request (``durus -s --stop``) or on
     Control-C / SIGTERM; the storage is closed either way (a temporary file is
     removed).  ``ssl_context``, ``secret`` and ``create_root`` are those of
-    ``StorageServer``.
+    ``StorageServer``; ``snapshot_history`` its ``max_snapshot_history``.
     """
     from durus.socket_address import SocketAddress
     from durus.storage_server import StorageServer
@@ -200,9 +207,10 @@ def start_durus(
         get_filename = getattr(storage, "get_filename", None)
         if get_filename is not None:
             logger.info("Storage file=%s address=%s", get_filename(), socket_address)
+        limits = {} if snapshot_history is None else {"max_snapshot_history": snapshot_history}
         server = StorageServer(storage, address=socket_address, gcbytes=gcbytes,
                                ssl_context=ssl_context, secret=secret,
-                               create_root=create_root)
+                               create_root=create_root, **limits)
         server.serve()
     except KeyboardInterrupt:
         logger.info("Stopped by a signal.")
@@ -285,7 +293,8 @@ def _serve(options: argparse.Namespace) -> int:
                            f"{error.strerror or error}") from None
         sys.stdout = sys.stderr = stream
     start_durus(options.logfile, options.logginglevel, address, storage, options.gcbytes,
-                ssl_context=ssl_context, secret=secret, create_root=options.create_root)
+                ssl_context=ssl_context, secret=secret, create_root=options.create_root,
+                snapshot_history=options.snapshot_history)
     return 0
 
 

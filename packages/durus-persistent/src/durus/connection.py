@@ -509,6 +509,8 @@ class Connection(ConnectionBase):
         """Abort, then remove unreachable objects from the storage."""
         self.abort()
         self.storage.pack()
+        if self.mvcc:
+            self._sync()  # a pack may end the storage's snapshot: take the next one
 
 
 def _open_file_storage(filename: str) -> Storage:

@@ -129,6 +129,14 @@ class PostgresStorage(SqlStorage):
     def _begin_write(self) -> None:
         self._execute("BEGIN")
 
+    def _begin_snapshot(self) -> None:
+        # The snapshot is taken by the first statement (the sync query).  A
+        # reader idle between transactions holds no lock anyone waits for,
+        # so the idle-in-transaction timeout (meant for the commit lock) is
+        # off inside it.
+        self._execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        self._execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+
     def _next_tid(self) -> int:
         return int(self._execute(
             "UPDATE durus_state SET tid = tid + 1 RETURNING tid"

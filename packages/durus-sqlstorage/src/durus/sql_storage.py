@@ -16,6 +16,12 @@ here once:
 ``sync()`` returns the oids of rows written (or removed by a pack) by others
 since the last sync; ``load()`` of a row newer than that raises
 ``ReadConflictError``, so what a connection reads is one consistent state.
+
+With ``enable_snapshots()`` (``Connection(..., mvcc=True)``) each ``sync()``
+also opens a read transaction of the database (SQLite's WAL read
+transaction, PostgreSQL's ``REPEATABLE READ``), so loads read the database's
+own snapshot of that moment; a commit ends it first and writes in a
+transaction of its own, checked as always.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from durus.error import DurusKeyError, ReadConflictError
+from durus.error import DurusKeyError, ReadConflictError, SnapshotExpiredError
 from durus.serialize import check_record, pack_record, unpack_record
 from durus.sql_errors import (
     DatabaseUnavailableError,
@@ -91,6 +97,11 @@ class SqlStorage(Storage):
         self._ahead: dict[int, tuple[Any, Any, int]] = {}
         self._last_miss = -(1 << 62)
         self._window = READ_AHEAD_START
+        # Snapshot mode: whether a read transaction is open, and why a lost
+        # one cannot be continued (set when its connection dropped).
+        self._snapshots = False
+        self._snapshot_open = False
+        self._snapshot_lost: str | None = None
         self._db: Any = self._open()
         self._last_tid = self._current_tid()
 
@@ -125,6 +136,13 @@ class SqlStorage(Storage):
         raise NotImplementedError
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
+
+    def _check_snapshots(self) -> None:
+        """Raise ``SnapshotsUnsupportedError`` if this database cannot give snapshots."""
+
+    def _begin_snapshot(self) -> None:
+        """Start the read transaction whose first statement takes the snapshot."""
         raise NotImplementedError
 
     def _in_list(self, count: int) -> str:
@@ -200,6 +218,9 @@ class SqlStorage(Storage):
         return SqlStorageError(f"{self.describe()}: {_first_line(error)}")
 
     def _drop_connection(self) -> None:
+        if self._snapshot_open:
+            self._snapshot_open = False
+            self._snapshot_lost = f"the connection to {self.describe()} was lost"
         db, self._db = self._db, None
         if db is not None:
             with contextlib.suppress(Exception):
@@ -227,9 +248,43 @@ class SqlStorage(Storage):
         row = self._execute("SELECT tid FROM durus_state").fetchone()
         return int(row[0]) if row else 0
 
+    # -- snapshots -------------------------------------------------------------------
+
+    def enable_snapshots(self) -> None:
+        """Read inside one database read transaction per Durus transaction."""
+        self._check_snapshots()
+        self._snapshots = True
+
+    def _open_snapshot(self) -> list[bytes]:
+        """End any read transaction, start a new one; the oids changed since the last."""
+        self._end_snapshot()
+        self._snapshot_lost = None
+        self._begin_snapshot()
+        self._snapshot_open = True
+        return self._read_changes()
+
+    def _end_snapshot(self) -> None:
+        if self._snapshot_open:
+            self._snapshot_open = False
+            self._rollback()
+
+    def _reading(self) -> None:
+        """Before a read in snapshot mode: make sure it reads inside a snapshot.
+
+        Only after a failed commit (or a pack) is none open: a new one is
+        taken, its changes queued for the next ``sync()`` or commit.  One
+        whose connection dropped cannot be continued: that is an error.
+        """
+        if self._snapshot_lost is not None:
+            raise SnapshotExpiredError(self._snapshot_lost + ": the snapshot is gone")
+        if not self._snapshot_open:
+            self.invalid.update(self._open_snapshot())
+
     # -- reading -----------------------------------------------------------------
 
     def load(self, oid: bytes) -> bytes:
+        if self._snapshots:
+            self._reading()
         number = str_to_int8(oid)
         row = self._ahead.pop(number, None)
         if row is None:
@@ -291,6 +346,8 @@ class SqlStorage(Storage):
 
     def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
         """The records of ``oids`` in order, fetched ``BATCH`` per statement."""
+        if self._snapshots:
+            self._reading()
         pending = list(oids)
         for start in range(0, len(pending), BATCH):
             batch = pending[start:start + BATCH]
@@ -318,6 +375,8 @@ class SqlStorage(Storage):
         if start_oid is not None:
             yield from gen_reachable_records(self, start_oid, batch_size)
             return
+        if self._snapshots:
+            self._reading()
         after = -1
         while True:
             rows = self._execute(
@@ -333,7 +392,15 @@ class SqlStorage(Storage):
             after = rows[-1][0]
 
     def sync(self) -> list[bytes]:
-        """Oids written or removed by others since the last sync (or commit)."""
+        """Oids written or removed by others since the last sync (or commit).
+
+        In snapshot mode it ends the read transaction and starts the next.
+        """
+        if self._snapshots:
+            return self._open_snapshot()
+        return self._read_changes()
+
+    def _read_changes(self) -> list[bytes]:
         rows = self._execute(
             "SELECT s.tid, o.id FROM durus_state s"
             " LEFT JOIN objects o ON o.tid > ? AND o.tid <= s.tid",
@@ -381,11 +448,16 @@ class SqlStorage(Storage):
                 handle_invalidations(self.sync())
             return
         self._check_writable("commit")
+        self._end_snapshot()  # the commit is a transaction of its own
         committing = False
         try:
             self._begin_write()
             tid = self._next_tid()
             invalid = self._changed_since(self._last_tid, tid)
+            if self._snapshots and self.invalid:
+                # Changes queued when a snapshot was taken outside sync().
+                invalid = list(set(invalid) | self.invalid)
+                self.invalid.clear()
             self._forget(invalid)
             self._last_tid = tid - 1
             if handle_invalidations is None:
@@ -486,6 +558,7 @@ class SqlStorage(Storage):
     ) -> Iterator[Any]:
         """The steps of an online pack: see ``durus.sql_packer``."""
         self._check_writable("pack")
+        self._end_snapshot()  # the pack runs its own transactions
         from durus.sql_packer import SqlPacker
 
         return SqlPacker(self, progress).steps()

@@ -19,6 +19,7 @@ import pathlib
 import sqlite3
 from typing import Any
 
+from durus.error import SnapshotsUnsupportedError
 from durus.sql_errors import SqlStorageError
 from durus.sql_schema import SCHEMA_VERSION, sqlite_schema
 from durus.sql_storage import SqlStorage
@@ -58,6 +59,7 @@ class SqliteStorage(SqlStorage):
             raise SqlStorageError(f"{self.filename} is a directory, not an SQLite database")
         if readonly and not os.path.exists(self.filename):
             raise SqlStorageError(f"{self.filename}: no such file (read-only cannot create one)")
+        self._side_db: Any = None
         super().__init__(readonly)
 
     @classmethod
@@ -92,6 +94,19 @@ class SqliteStorage(SqlStorage):
 
     def _is_disconnect(self, error: BaseException) -> bool:
         return False  # a local file: there is no connection to lose
+
+    def _check_snapshots(self) -> None:
+        mode = str(self._execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        if mode != "wal":
+            raise SnapshotsUnsupportedError(
+                f"{self.filename} is in journal mode {mode!r}, not WAL: a read transaction "
+                "would block its writers (open it once writable with SqliteStorage, which "
+                "switches it to WAL)"
+            )
+
+    def _begin_snapshot(self) -> None:
+        # Deferred: the snapshot is taken by the first read (the sync query).
+        self._execute("BEGIN")
 
     def _prepare(self, db: Any) -> None:
         try:
@@ -173,6 +188,8 @@ class SqliteStorage(SqlStorage):
         return int(row[0])
 
     def _reserve_oids(self, count: int) -> list[int]:
+        if self._snapshot_open:
+            return self._reserve_oids_beside_snapshot(count)
         self._begin_write()
         try:
             self._execute("UPDATE durus_state SET next_oid = next_oid + ?", (count,))
@@ -182,6 +199,30 @@ class SqliteStorage(SqlStorage):
             self._rollback()
             raise
         return list(range(end - count, end))
+
+    def _reserve_oids_beside_snapshot(self, count: int) -> list[int]:
+        """Reserve oids on a second connection: the first holds a read transaction."""
+        side = self._side_db
+        try:
+            if side is None:
+                side = self._side_db = self._connect()
+            side.execute("BEGIN IMMEDIATE")
+            try:
+                side.execute("UPDATE durus_state SET next_oid = next_oid + ?", (count,))
+                end = int(side.execute("SELECT next_oid FROM durus_state").fetchone()[0])
+                side.execute("COMMIT")
+            except BaseException:
+                side.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise self._translate(error) from error
+        return list(range(end - count, end))
+
+    def close(self) -> None:
+        side, self._side_db = self._side_db, None
+        if side is not None:
+            side.close()
+        super().close()
 
     def _set_next_oid_at_least(self, number: int) -> None:
         self._execute("UPDATE durus_state SET next_oid = max(next_oid, ?)", (number,))
