@@ -196,7 +196,7 @@ def start_durus(
     ``StorageServer``; ``snapshot_history`` its ``max_snapshot_history``.
     """
     from durus.socket_address import SocketAddress
-    from durus.storage_server import StorageServer
+    from durus.storage_server import ServerLimits, StorageServer
 
     old_term = None
     if sys.platform != "win32":
@@ -207,10 +207,12 @@ def start_durus(
         get_filename = getattr(storage, "get_filename", None)
         if get_filename is not None:
             logger.info("Storage file=%s address=%s", get_filename(), socket_address)
-        limits = {} if snapshot_history is None else {"max_snapshot_history": snapshot_history}
+        limits = ServerLimits()
+        if snapshot_history is not None:
+            limits = ServerLimits(max_snapshot_history=snapshot_history)
         server = StorageServer(storage, address=socket_address, gcbytes=gcbytes,
                                ssl_context=ssl_context, secret=secret,
-                               create_root=create_root, **limits)
+                               create_root=create_root, limits=limits)
         server.serve()
     except KeyboardInterrupt:
         logger.info("Stopped by a signal.")
