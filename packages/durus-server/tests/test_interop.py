@@ -179,3 +179,37 @@ def test_our_client_against_a_durus_4_3_server(durus43_server):
     while proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is not None
+
+
+def test_durus_4_3_clients_unchanged_beside_a_snapshot_client(start_server):
+    """A snapshot (mvcc) client holding an old snapshot changes nothing for Durus 4.3."""
+    need_durus43()
+    from durus.connection import Connection
+
+    server = start_server()
+    reader = Connection(server.client(), mvcc=True)
+    assert "from43" not in reader.get_root()
+    result = run43("-c", CLIENT_SCRIPT, str(server.port))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert (out["seen_by_c2"], out["conflict"], out["after_abort"], out["bulk"]) == (
+        1, True, 2, 50)
+    assert "from43" not in reader.get_root()  # still its snapshot, no conflict
+    reader.abort()
+    assert reader.get_root()["from43"]["n"] == 2
+    stats = reader.get_storage().get_server_stats()
+    assert stats["snapshot_clients"] == 1 and stats["snapshots_expired"] == 0
+
+
+def test_our_snapshot_client_on_a_durus_4_3_server_is_refused_at_once(durus43_server):
+    port, _proc = durus43_server
+    from durus.client_storage import ClientStorage
+    from durus.connection import Connection
+    from durus.error import SnapshotsUnsupportedError
+
+    # A short timeout: the refusal must come from what the hello showed, not a wait.
+    storage = ClientStorage(port=port, timeout=2)
+    with pytest.raises(SnapshotsUnsupportedError, match=r"a Durus 4\.3 server"):
+        Connection(storage, mvcc=True)
+    assert Connection(storage).get_root() is not None  # still usable without mvcc
+    storage.close()

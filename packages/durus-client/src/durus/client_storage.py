@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from durus.conflict_resolution import ResolvableConflict
 from durus.error import (
     DurusKeyError,
     ProtocolError,
@@ -32,6 +33,7 @@ from durus.error import (
     SnapshotsUnsupportedError,
     WriteConflictError,
 )
+from durus.serialize import check_record, unpack_record
 from durus.storage import Storage
 from durus.wire_protocol import (
     ABANDON,
@@ -40,6 +42,7 @@ from durus.wire_protocol import (
     CLOSE,
     COMMIT,
     COMMIT_DATA,
+    COMMIT_MERGING,
     DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -49,6 +52,7 @@ from durus.wire_protocol import (
     NEW_OIDS,
     PACK,
     PROTOCOL,
+    REPLACE,
     SNAPSHOT_SYNC,
     STATS,
     STATUS_ERROR,
@@ -148,6 +152,7 @@ class ClientStorage(Storage):
         self._prefetched: dict[bytes, bytes] = {}
         self._use_fetch = False
         self._use_commit_data = False
+        self._use_merging = False
         self._use_errors = False
         # Snapshot mode, and whether the snapshot is the one just after this
         # client's own commit (then the next sync needs no round trip).
@@ -228,6 +233,7 @@ class ClientStorage(Storage):
         features = set(info.get("features", ()))
         self._use_errors = "E" in features
         self._use_commit_data = "X" in features
+        self._use_merging = self._use_commit_data and "Y" in features
         self._use_fetch = prefetch and "F" in features and self.prefetch_limit > 0
         limits = info.get("limits", {})
         max_bulk = limits.get("max_bulk_oids") if isinstance(limits, dict) else None
@@ -246,7 +252,7 @@ class ClientStorage(Storage):
         self._sock = sock
         self._rfile = None if sock is None else _RecvReader(sock)
         self._prefetched.clear()
-        self._use_fetch = self._use_commit_data = self._use_errors = False
+        self._use_fetch = self._use_commit_data = self._use_merging = self._use_errors = False
         self._snapshots = self._snapshot_fresh = False
 
     def _send(self, data: bytes) -> None:
@@ -502,22 +508,40 @@ class ClientStorage(Storage):
         raise ProtocolError(f"server returned invalid status {status!r}")
 
     def _end_with_data(self, handle_invalidations: Callable[[list[bytes]], None] | None) -> None:
-        tdata = encode_transaction(self.records)
-        self.records = {}
-        self._send(COMMIT_DATA + len(tdata).to_bytes(4, "big") + tdata)
+        """``X``, or ``Y`` where the server merges: a review then brings the
+        records committed now, and a resolvable conflict is merged with them
+        and sent back in the same exchange."""
+        records, self.records = self.records, {}
+        tdata = encode_transaction(records)
+        merging = self._use_merging
+        self._send((COMMIT_MERGING if merging else COMMIT_DATA)
+                   + len(tdata).to_bytes(4, "big") + tdata)
         while True:
             status = self._recv(1)
             if status != STATUS_REVIEW:
                 break
             oids = self._read_oid_list()
+            current = self._read_records() if merging else {}
+            answer = APPROVE
             if oids and handle_invalidations is not None:
                 try:
                     handle_invalidations(oids)
+                except ResolvableConflict as conflict:
+                    try:
+                        merged = self._merge(conflict, current)
+                    except BaseException:
+                        self._abandon()
+                        raise
+                    if merged is None:
+                        self._abandon()
+                        raise
+                    records.update(merged)
+                    tdata = encode_transaction(records)
+                    answer = REPLACE + len(tdata).to_bytes(4, "big") + tdata
                 except BaseException:
-                    self._return_new_oids()
-                    self._send(ABANDON)
+                    self._abandon()
                     raise
-            self._send(APPROVE)
+            self._send(answer)
         if status == STATUS_OKAY:
             self.transaction_new_oids = []
             return
@@ -527,6 +551,31 @@ class ClientStorage(Storage):
             raise self._refusal()
         self._broken(None)
         raise ProtocolError(f"server returned invalid status {status!r}")
+
+    def _abandon(self) -> None:
+        self._return_new_oids()
+        self._send(ABANDON)
+
+    def _read_records(self) -> dict[bytes, bytes]:
+        """``int4 n`` and n times oid + ``int4 len`` + record (``Y`` reviews)."""
+        records = {}
+        for _ in range(self._recv_int4()):
+            head = self._recv(12)
+            records[head[:8]] = self._recv(_int4_from(head[8:], "big"))
+        return records
+
+    def _merge(
+        self, conflict: ResolvableConflict, current: dict[bytes, bytes]
+    ) -> dict[bytes, bytes] | None:
+        """The merged records, if the review brought every one the merge needs."""
+        oids = conflict.oids or []
+        if conflict.merge is None or not oids or any(oid not in current for oid in oids):
+            return None
+        merged = conflict.merge({oid: unpack_record(current[oid])[1] for oid in oids})
+        if merged is not None:
+            for oid, record in merged.items():
+                check_record(oid, record)
+        return merged
 
     def sync(self) -> list[bytes]:
         """The oids other clients changed (or a pack removed) since the last list.

@@ -20,6 +20,12 @@ them, and a Durus 4.3 client never sends them:
 * ``F``: load one record plus records the server expects to be wanted next
   (the ones it refers to, or the following oids during a sequential scan).
 * ``T``: the server's counters as JSON.
+* ``Y``: a one-message commit whose reviews (``R``) also carry, after the
+  oid list, the current records of the listed oids it writes (``int4 n``,
+  then n times oid + ``int4 len`` + record, as ``F`` sends records ahead).
+  Besides approving (``g``) or abandoning (``a``), the client may answer
+  ``r`` + ``int4 len`` + new transaction data: the commit merged with those
+  records (conflict resolution), which keeps its place in line.
 * ``W``: snapshot sync, for ``Connection(..., mvcc=True)``.  Answered like
   ``S`` (the oids changed since the client's last list), and from then on
   the client's loads (``L``, ``B``, ``F``) return records as of that list:
@@ -139,10 +145,13 @@ COMMIT_DATA = b"X"
 FETCH = b"F"
 STATS = b"T"
 SNAPSHOT_SYNC = b"W"
-EXTENDED_COMMAND_BYTES = frozenset(b"AXFTW")
-#: Answers inside an ``X`` exchange after a review list.
+COMMIT_MERGING = b"Y"
+EXTENDED_COMMAND_BYTES = frozenset(b"AXFTWY")
+#: Answers inside an ``X`` (or ``Y``) exchange after a review list.
 APPROVE = b"g"
 ABANDON = b"a"
+#: ``Y`` only: new transaction data follows (``int4 len`` + data).
+REPLACE = b"r"
 
 #: ``L`` of this oid is the hello of the extensions (see the module doc).
 HELLO_OID = b"\xff" * 8

@@ -7,23 +7,54 @@ the merged state, or raises ``ConflictError`` to refuse.  When every conflict
 of a commit is on changed objects of such classes, the connection merges them
 and commits again, without the application seeing a conflict; anything else
 conflicts exactly as before.  Without such classes nothing here runs.
+
+Where the storage can, the merge happens inside the commit: the storage hands
+``ResolvableConflict.merge`` the records committed now (the server sends them
+with its review, an SQL storage reads them under its commit lock) and commits
+the merged records in the same exchange, so a busy counter never starves.
+Otherwise the commit is abandoned, merged and sent again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import io
+import pickle
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from durus.error import ConflictError, WriteConflictError
+from durus.persistent import PersistentBase
+from durus.serialize import ObjectWriter, pack_record
 
 if TYPE_CHECKING:
     from durus.connection import Connection
 
-__all__ = ["RESOLVE_ATTEMPTS", "ConflictResolver", "ResolvableConflict", "resolves_conflicts"]
+__all__ = [
+    "RESOLVE_ATTEMPTS",
+    "ConflictResolver",
+    "ResolvableConflict",
+    "pause_before_merge",
+    "resolves_conflicts",
+]
 
 #: Merges one commit may make (others keep committing over it) before it
 #: gives up with a plain ``WriteConflictError``.
 RESOLVE_ATTEMPTS = 20
+#: The longest pause between two merges of one commit, in seconds.
+_MAX_PAUSE = 0.05
+
+
+def pause_before_merge(attempt: int) -> None:
+    """Wait a random moment, growing with ``attempt``, before merging again.
+
+    Under heavy contention (every process bumping one counter) commits that
+    merge collide with each other's next commits; random, growing pauses
+    spread them out, as in any optimistic retry loop.
+    """
+    if attempt > 1:
+        time.sleep(random.uniform(0, min(_MAX_PAUSE, 0.0005 * 2**attempt)))
 
 _resolving: dict[type, bool] = {}
 
@@ -36,14 +67,25 @@ def resolves_conflicts(cls: type) -> bool:
     return known
 
 
+#: ``merge(current)``: oid -> committed data in, oid -> merged record out
+#: (None: these merges need new objects; abandon and merge outside).
+Merge = Callable[[dict[bytes, bytes]], "dict[bytes, bytes] | None"]
+
+
 class ResolvableConflict(WriteConflictError):
     """Every conflict of a commit is on objects that can merge (``oids``).
 
-    Raised from the connection's invalidation handler inside ``end()``, so
-    the storage abandons the commit; the connection then merges and commits
-    again.  An application sees it only as a ``WriteConflictError`` if a
-    resolver refuses or the merges run out.
+    Raised from the connection's invalidation handler inside ``end()``.  A
+    storage that can read what is committed now, inside the commit, calls
+    ``merge`` with it and commits the merged records instead; any other
+    storage lets it propagate, and the connection merges and commits again.
+    An application sees it only as a ``WriteConflictError`` if a resolver
+    refuses or the merges run out.
     """
+
+    def __init__(self, oids: Iterable[bytes], merge: Merge | None = None) -> None:
+        super().__init__(oids)
+        self.merge = merge
 
 
 class ConflictResolver:
@@ -57,6 +99,8 @@ class ConflictResolver:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.originals: dict[bytes, bytes] = {}
+        #: what merges inside the commit being made stored (oid -> data)
+        self.merged_data: dict[bytes, bytes] = {}
 
     def is_resolvable(self, oids: Iterable[bytes]) -> bool:
         """Whether each of ``oids`` is a changed object that can merge."""
@@ -81,7 +125,7 @@ class ConflictResolver:
         while todo:
             oid = todo.pop()
             obj = connection.changed[oid]
-            saved_data, reported = connection._current_data(oid)
+            saved_data, reported = connection._current_data(oid, self.originals[oid])
             todo.extend(o for o in reported if o not in todo and o != oid)
             old_state = reader.get_state(self.originals[oid])
             saved_state = reader.get_state(saved_data)
@@ -94,6 +138,58 @@ class ConflictResolver:
             self.originals[oid] = saved_data
             connection.invalid_oids.discard(oid)
 
+    def merge_now(self, current: dict[bytes, bytes]) -> dict[bytes, bytes] | None:
+        """Merge with ``current`` (oid -> committed data); the merged records.
+
+        None when a merged state refers to an object without an oid: storing
+        it needs the general commit path.  The objects keep the merged state;
+        the commit's ``committed()`` makes it their new starting point.
+        """
+        connection = self.connection
+        reader = connection.reader
+        writer = ObjectWriter(connection)  # the commit's own is in use
+        records: dict[bytes, bytes] = {}
+        for oid, saved_data in current.items():
+            obj = connection.changed[oid]
+            cls = type(obj)
+            merged = obj._p_resolve_conflict(
+                reader.get_state(self.originals[oid]), reader.get_state(saved_data),
+                cls.__getstate__(obj))
+            if merged is None:
+                raise ConflictError([oid])
+            if _refers_to_new_objects(merged):
+                return None
+            cls.__setstate__(obj, merged)
+            self.originals[oid] = saved_data
+            connection.invalid_oids.discard(oid)
+            data, refs = writer.get_state(obj)
+            records[oid] = pack_record(oid, data, refs)
+            self.merged_data[oid] = data
+        return records
+
     def committed(self, stored: list[tuple[bytes, bytes]]) -> None:
         """The data just committed of mergeable objects: their new starting point."""
         self.originals.update(stored)
+        self.originals.update(self.merged_data)
+        self.merged_data.clear()
+
+
+class _NewObject(Exception):
+    pass
+
+
+class _ReferenceCheck(pickle.Pickler):
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, PersistentBase):
+            if obj._p_oid is None:
+                raise _NewObject
+            return obj._p_oid
+        return None
+
+
+def _refers_to_new_objects(state: Any) -> bool:
+    try:
+        _ReferenceCheck(io.BytesIO(), 2).dump(state)
+    except _NewObject:
+        return True
+    return False

@@ -25,6 +25,7 @@ from durus.conflict_resolution import (
     RESOLVE_ATTEMPTS,
     ConflictResolver,
     ResolvableConflict,
+    pause_before_merge,
     resolves_conflicts,
 )
 from durus.connection_cache import Cache, ObjectDictionary, ReferenceContainer
@@ -75,6 +76,8 @@ _oid_of = PersistentBase.__dict__["_p_oid"].__get__
 _record_data_length = struct.Struct(">I").unpack_from
 #: Syncs a load may make before a refusal by the storage is final.
 _LOAD_SYNCS = 20
+#: Looks (1 ms, 2 ms, ...) a merge takes for a conflicting commit to land.
+_LANDING_WAITS = 5
 #: Seconds a new connection waits for the root another client is creating.
 _ROOT_WAIT = 10.0
 
@@ -374,6 +377,7 @@ class Connection(ConnectionBase):
                 attempts += 1
                 if attempts > RESOLVE_ATTEMPTS:
                     raise WriteConflictError(conflict.oids) from None
+                pause_before_merge(attempts)
                 self._resolver.resolve(conflict.oids or ())
 
     def _store_changes(self) -> None:
@@ -428,6 +432,7 @@ class Connection(ConnectionBase):
 
     def _undo_failed_commit(self, new_objects: dict[bytes, Any], writer: ObjectWriter) -> None:
         """Leave things as before the commit: changes pending, new objects unattached."""
+        self._resolver.merged_data.clear()
         # Objects given an oid by the writer but not yet stored are new too.
         for obj in writer.assigned:
             oid = obj._p_oid
@@ -458,28 +463,34 @@ class Connection(ConnectionBase):
                 obj._p_set_status_ghost()
         invalid.clear()
 
-    def _current_data(self, oid: bytes) -> tuple[bytes, list[bytes]]:
+    def _current_data(self, oid: bytes, base: bytes) -> tuple[bytes, list[bytes]]:
         """The committed data of ``oid`` for a merge, and mergeable oids it reported.
 
-        A classic connection syncs when the storage refuses the load; the
-        sync may report other changed objects that merge, which the caller
-        merges again.  Any other conflict it reports is raised.
+        A conflict may come from a commit the server has not applied yet
+        (one that was pending beside this one): while the committed data is
+        still ``base``, the state this transaction started from, it waits a
+        moment and syncs to see it land.  A sync may report other changed
+        objects that merge, which the caller merges too; any other conflict
+        it reports is raised.
         """
         reported: list[bytes] = []
-        for _attempt in range(_LOAD_SYNCS):
+        storage = self.storage
+        for attempt in range(_LOAD_SYNCS):
             try:
-                record = self.storage.load(oid)
-                break
+                data: bytes | None = unpack_record(storage.load(oid))[1]
             except ReadConflictError:
                 if self.mvcc:
                     raise
-                try:
-                    self._handle_invalidations(self.storage.sync())
-                except ResolvableConflict as more:
-                    reported.extend(more.oids or ())
-        else:
-            record = self.storage.load(oid)
-        return unpack_record(record)[1], reported
+                data = None
+            if data is not None:
+                if data != base or attempt >= _LANDING_WAITS:
+                    return data, reported
+                time.sleep(0.001 * (attempt + 1))
+            try:
+                self._handle_invalidations(storage.sync())
+            except ResolvableConflict as more:
+                reported.extend(more.oids or ())
+        return unpack_record(storage.load(oid))[1], reported
 
     def _handle_invalidations(self, oids: Iterable[bytes], read_oid: bytes | None = None) -> None:
         """Ghost invalidated objects; conflicts for those this transaction used.
@@ -501,7 +512,7 @@ class Connection(ConnectionBase):
         if conflicts:
             if read_oid is None:
                 if self._resolver.is_resolvable(conflicts):
-                    raise ResolvableConflict(conflicts)
+                    raise ResolvableConflict(conflicts, self._resolver.merge_now)
                 raise WriteConflictError(conflicts)
             raise ReadConflictError([read_oid])
 

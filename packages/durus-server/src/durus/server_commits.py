@@ -24,6 +24,7 @@ from durus.wire_protocol import (
     ABANDON,
     APPROVE,
     COMMIT_DATA,
+    REPLACE,
     STATUS_INVALID,
     STATUS_OKAY,
     STATUS_REVIEW,
@@ -37,7 +38,7 @@ class Transaction:
     """A commit on its way: its data, and what its client was shown."""
 
     __slots__ = ("client", "entries", "included", "kind", "list_oids", "list_seq", "list_top",
-                 "nbytes", "order", "writes")
+                 "merged", "merging", "nbytes", "order", "writes")
 
     def __init__(self, client: ClientSession, kind: bytes, order: int, list_seq: int) -> None:
         self.client = client
@@ -53,6 +54,10 @@ class Transaction:
         self.list_oids: set[bytes] | frozenset[bytes] = frozenset()
         #: the list named every oid below this (an overflowed client's resync)
         self.list_top = 0
+        #: ``Y``: reviews carry current records, and the client may answer with a merge
+        self.merging = False
+        #: oids whose current records the last review sent
+        self.merged: frozenset[bytes] = frozenset()
 
 
 class CommitCoordination(ServerBase):
@@ -82,12 +87,15 @@ class CommitCoordination(ServerBase):
         txn.nbytes = len(tdata)
         return True
 
-    def _on_commit_with_data(self, client: ClientSession, tdata: bytes) -> None:
-        """``X``: the data first; a review list if anything changed meanwhile."""
+    def _on_commit_with_data(
+        self, client: ClientSession, tdata: bytes, merging: bool = False
+    ) -> None:
+        """``X`` (``Y``): the data first; a review list if anything changed meanwhile."""
         if not tdata:
             self._refuse(client, "empty commit")
             return
         txn = self._new_txn(client, COMMIT_DATA)
+        txn.merging = merging
         if not self._parse(client, txn, tdata):
             return
         self._sync_storage()
@@ -114,11 +122,48 @@ class CommitCoordination(ServerBase):
         client.state = DECISION
         self._pending[client] = txn
         self.stats["reviews"] += 1
+        if txn.merging:
+            data += self._current_records(txn, oids)
         self._reply(client, STATUS_REVIEW + data)
 
-    def _on_decision(self, client: ClientSession, answer: bytearray) -> int:
+    def _current_records(self, txn: Transaction, oids: set[bytes]) -> bytes:
+        """``Y``: the records now committed of the listed oids the commit writes."""
+        parts = []
+        merged = []
+        for oid in sorted(oids & txn.writes):
+            try:
+                record = self.storage.load(oid)
+            except (KeyError, ReadConflictError):
+                continue
+            parts.append(oid + len(record).to_bytes(4, "big") + record)
+            merged.append(oid)
+        txn.merged = frozenset(merged)
+        return len(parts).to_bytes(4, "big") + b"".join(parts)
+
+    def _on_decision(self, client: ClientSession, buf: bytearray, pos: int, size: int) -> int:
+        """The answer to a review; returns the bytes used (0: not all here yet)."""
         txn = client.txn
         assert txn is not None
+        answer = buf[pos : pos + 1]
+        if answer == REPLACE and txn.merging:
+            if size - pos < 5:
+                return 0
+            length = _from_int(buf[pos + 1 : pos + 5], "big")
+            if length > self.max_commit_bytes:
+                raise ClientError(f"commit of {length} bytes exceeds max_commit_bytes")
+            if size - pos < 5 + length:
+                return 0
+            if not self._parse(client, txn, bytes(buf[pos + 5 : pos + 5 + length])):
+                client.state = COMMAND
+                client.txn = None
+                self._pending.pop(client, None)
+                return 5 + length
+            # Merged with the records the review sent: those may now be written.
+            txn.list_oids = frozenset(txn.list_oids) - txn.merged
+            self.stats["merges"] += 1
+            client.state = RESULT
+            self._approved.append(txn)
+            return 5 + length
         if answer == APPROVE:
             client.state = RESULT
             self._approved.append(txn)
@@ -157,10 +202,13 @@ class CommitCoordination(ServerBase):
         for seq, author, order, oids in self._log:
             if seq <= txn.list_seq or author is client:
                 continue
-            reviewed = order in txn.included
-            if (reviewed or not one_message) and not writes.isdisjoint(oids):
-                return "conflict", "writes an object committed by another client meanwhile"
-            if not reviewed:
+            if not writes.isdisjoint(oids):
+                if not one_message:
+                    return "conflict", "writes an object committed by another client meanwhile"
+                # Reviewed again: the client merges or abandons (approving a
+                # list that names what it writes is refused above).
+                unseen |= oids
+            elif order not in txn.included:
                 unseen |= oids
         if unseen:
             if one_message:

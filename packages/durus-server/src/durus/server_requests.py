@@ -17,6 +17,7 @@ from durus.wire_protocol import (
     CLOSE,
     COMMIT,
     COMMIT_DATA,
+    COMMIT_MERGING,
     FETCH,
     HELLO_OID,
     LOAD,
@@ -82,7 +83,7 @@ class RequestDispatch(ServerBase):
             if state == C_DATA:
                 used = self._on_commit_data(client, buf, pos, size)
             elif state == DECISION:
-                used = self._on_decision(client, buf[pos : pos + 1])
+                used = self._on_decision(client, buf, pos, size)
             elif state == AUTH_PROOF:
                 used = self._on_auth_proof(client, buf, pos, size)
             else:
@@ -116,7 +117,7 @@ class RequestDispatch(ServerBase):
             else:
                 self._fetch(client, oid)
             return 9
-        if command == COMMIT_DATA:
+        if command in (COMMIT_DATA, COMMIT_MERGING):
             if available < 5:
                 return 0
             length = _from_int(buf[pos + 1 : pos + 5], "big")
@@ -124,7 +125,8 @@ class RequestDispatch(ServerBase):
                 raise ClientError(f"commit of {length} bytes exceeds max_commit_bytes")
             if available < 5 + length:
                 return 0
-            self._on_commit_with_data(client, bytes(buf[pos + 5 : pos + 5 + length]))
+            self._on_commit_with_data(client, bytes(buf[pos + 5 : pos + 5 + length]),
+                                      merging=command == COMMIT_MERGING)
             return 5 + length
         if command == SYNC:
             self._on_sync(client)
@@ -189,7 +191,7 @@ class RequestDispatch(ServerBase):
             "server": "durus-server",
             "version": SERVER_VERSION,
             "protocol": int.from_bytes(PROTOCOL, "big"),
-            "features": ["E", "F", "T", "W", "X"],
+            "features": ["E", "F", "T", "W", "X", "Y"],
             "tls": self.ssl_context is not None,
             "auth": self.secret is not None,
             "limits": {

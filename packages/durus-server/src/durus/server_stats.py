@@ -24,6 +24,7 @@ def new_counters() -> dict[str, Any]:
         "commit_bytes": 0,
         "conflicts": 0,
         "reviews": 0,
+        "merges": 0,
         "refusals": 0,
         "flushes": 0,
         "group_commits": 0,

@@ -10,6 +10,8 @@ here once:
 * while holding it, the commit reads the oids other writers committed since
   this storage last synced and hands them to the connection, which may raise
   a conflict (the transaction is then rolled back: nothing was written);
+* conflicts only on objects that merge (``_p_resolve_conflict``) are merged
+  right there, with the rows committed now: nobody else can commit meanwhile;
 * then it writes its rows tagged with its number and commits; it returns only
   once the database reports the commit durable.
 
@@ -31,6 +33,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from durus.conflict_resolution import ResolvableConflict
 from durus.error import DurusKeyError, ReadConflictError, SnapshotExpiredError
 from durus.serialize import check_record, pack_record, unpack_record
 from durus.sql_errors import (
@@ -463,7 +466,10 @@ class SqlStorage(Storage):
             if handle_invalidations is None:
                 self.invalid.update(invalid)
             else:
-                handle_invalidations(invalid)
+                try:
+                    handle_invalidations(invalid)
+                except ResolvableConflict as conflict:
+                    rows = self._merged_rows(conflict, rows)
             self._write_rows(rows, tid)
             committing = True
             self._execute("COMMIT")
@@ -476,6 +482,31 @@ class SqlStorage(Storage):
             self._rollback()
             raise
         self._last_tid = tid
+
+    def _merged_rows(
+        self, conflict: ResolvableConflict, rows: list[tuple[int, bytes, bytes]]
+    ) -> list[tuple[int, bytes, bytes]]:
+        """Under the commit lock: ``rows`` with the conflicting ones merged
+        with what is committed now (or the conflict, if they cannot be)."""
+        oids = conflict.oids or []
+        numbers = [str_to_int8(oid) for oid in oids]
+        current = {
+            int8_to_str(number): bytes(data)
+            for number, data in self._execute(
+                "SELECT id, data FROM objects WHERE id " + self._in_list(len(numbers)),
+                self._in_params(numbers),
+            ).fetchall()
+            if data is not None
+        }
+        merged = None
+        if conflict.merge is not None and oids and len(current) == len(oids):
+            merged = conflict.merge(current)
+        if merged is None:
+            raise conflict
+        replaced = {number: (number, data, refs)
+                    for number, data, refs in (_split(oid, record)
+                                               for oid, record in merged.items())}
+        return [replaced.pop(row[0], row) for row in rows] + list(replaced.values())
 
     def _changed_since(self, last: int, tid: int) -> list[bytes]:
         rows = self._execute(
