@@ -9,6 +9,7 @@ Actions:
   client-commits  one client of the server_commits (--port) or sql_commits (--dsn) workload
   floor-serve     the no-database server of the commit_floor workload (--port, --path)
   floor-client    one client of the commit_floor workload (--port, --commits)
+  load-client     a writer or the reader of the reader_under_load workload (--port, --params)
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from typing import Any
 from .adapters import get_adapter
 from .adapters.base import Adapter
 from .protocol import EXIT_UNAVAILABLE, Unavailable, ok, unavailable, write_result
-
-READY = "BENCH-READY"
+from .servers import READY
 
 
 def _info(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
@@ -112,6 +112,12 @@ def _floor_client(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
     return client(args.port, args.commits)
 
 
+def _load_client(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
+    from .workloads.reader_under_load import client
+
+    return client(adapter, args.port, json.loads(args.params))
+
+
 ACTIONS = {
     "info": _info,
     "prepare": _prepare,
@@ -121,6 +127,7 @@ ACTIONS = {
     "client-commits": _client_commits,
     "floor-serve": _floor_serve,
     "floor-client": _floor_client,
+    "load-client": _load_client,
 }
 
 

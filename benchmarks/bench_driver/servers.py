@@ -90,6 +90,46 @@ def running_server(system: str, path: str, fsync: bool | None, workdir: str) -> 
         stop(proc)
 
 
+#: What a client process prints once it is connected and waits for "go".
+READY = "BENCH-READY"
+
+
+def run_together(
+    clients: list[tuple[list[str], str, str]], what: str, timeout: float
+) -> list[dict]:
+    """Start every ``(command, out_path, log_path)``, let them go together, collect.
+
+    Each client prints ``READY`` once connected and then waits for a line on
+    stdin, so that none starts its clock before all are connected.
+    """
+    started = []
+    try:
+        for command, out_path, log_path in clients:
+            log = open(log_path, "wb")  # noqa: SIM115 -- closed below
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=log, text=True)
+            started.append((proc, out_path, log, log_path))
+        for proc, *_ in started:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.strip() == READY:
+                    break
+        for proc, *_ in started:
+            if proc.poll() is None:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.close()
+        results = []
+        for proc, out_path, _log, log_path in started:
+            proc.wait(timeout=timeout)
+            results.append(child_outcome(proc, out_path, what, log_path))
+        return results
+    finally:
+        for proc, _out, log, _log_path in started:
+            stop(proc)
+            log.close()
+
+
 def stop(proc: subprocess.Popen) -> None:
     """Terminate a child we started, killing it if it does not go in time."""
     if proc.poll() is None:

@@ -107,8 +107,17 @@ def build(scale: float) -> list[Workload]:
     lookups = _scaled(100_000, scale, 1_000)
     mix = _scaled(2_000, scale, 20)
     medium = _scaled(200_000, scale, 1_000)
+    load_seconds = max(1.0, round(10 * scale, 1))
     rate, cost = _rate, _cost
     latency = (cost("p50_s", "s", "commit latency p50"), cost("p99_s", "s", "commit latency p99"))
+    reader_figures = (
+        rate("reader_tx_per_s", "tx/s", "reader: read-only transactions completed"),
+        cost("reader_conflicts_per_tx", "x", "reader: conflicts per completed transaction"),
+        cost("reader_p50_s", "s", "reader: latency p50 (retries included)"),
+        cost("reader_p99_s", "s", "reader: latency p99 (retries included)"),
+        rate("writer_commits_per_s", "commits/s", "4 writers: commit rate"),
+        cost("wrong_totals", "passes", "reader: passes with a wrong total"),
+    )
     garbage = FixtureRef("garbage", (("live", live), ("rounds", 9), ("dead", live)))
     return [
         Workload(
@@ -249,6 +258,24 @@ def build(scale: float) -> list[Workload]:
             " no fsync",
             (rate("commits_per_s", "commits/s", "commit rate"), *latency),
             {"clients": 4, "commits": client_commits, "fsync": False},
+            durability_matters=True,
+        ),
+        Workload(
+            "reader_under_load",
+            "reader_under_load",
+            "a reader (cache 50) sums 200 accounts in read-only transactions for"
+            f" {load_seconds:g} s while 4 writer processes move money through the server;"
+            " ours reads snapshots (mvcc=True)",
+            reader_figures,
+            {"mvcc": True, "seconds": load_seconds},
+            durability_matters=True,
+        ),
+        Workload(
+            "reader_under_load_classic",
+            "reader_under_load",
+            "the same, our reader classic (Durus 4.3's semantics, mvcc=False)",
+            reader_figures,
+            {"mvcc": False, "seconds": load_seconds},
             durability_matters=True,
         ),
         Workload(

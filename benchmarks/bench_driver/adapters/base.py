@@ -96,8 +96,19 @@ class Adapter:
         """The ``fsync`` argument for the most durable commits the system offers."""
         return None
 
-    def connect(self, port: int, *, cache_size: int = 100_000) -> Session:
-        """Open a connection through the server on loopback ``port``."""
+    def connect(self, port: int, *, cache_size: int = 100_000, mvcc: bool = False) -> Session:
+        """Open a connection through the server on loopback ``port``.
+
+        ``mvcc``: a snapshot reader where the system has both kinds (ours).
+        """
+        raise NotImplementedError
+
+    def reader_kind(self, mvcc: bool) -> str:
+        """Which reader ``connect(mvcc=...)`` gives, in words."""
+        raise NotImplementedError
+
+    def conflict_errors(self) -> tuple[type[BaseException], ...]:
+        """What a transaction retries after (``abort()`` first)."""
         raise NotImplementedError
 
     def serve(self, path: str, port: int, *, fsync: bool | None) -> None:

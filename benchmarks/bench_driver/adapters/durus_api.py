@@ -39,10 +39,12 @@ def _import(name: str) -> Any:
 class DurusSession(Session):
     """A ``durus.connection.Connection`` over any storage."""
 
-    def __init__(self, storage: Any, cache_size: int) -> None:
+    def __init__(self, storage: Any, cache_size: int, mvcc: bool = False) -> None:
         connection_module = _import("durus.connection")
         self.storage = storage
-        self.connection = connection_module.Connection(storage, cache_size=cache_size)
+        options = {"mvcc": True} if mvcc else {}
+        self.connection = connection_module.Connection(storage, cache_size=cache_size,
+                                                       **options)
         self.root = self.connection.get_root()
 
     def commit(self) -> None:
@@ -130,9 +132,22 @@ class DurusAdapter(Adapter):
         except Unavailable:
             return None
 
-    def connect(self, port: int, *, cache_size: int = 100_000) -> DurusSession:
+    def connect(self, port: int, *, cache_size: int = 100_000, mvcc: bool = False) -> DurusSession:
         client_storage = _import("durus.client_storage").ClientStorage
-        return DurusSession(client_storage(host=HOST, port=port), cache_size)
+        mvcc = mvcc and self._has_snapshot_reads()
+        return DurusSession(client_storage(host=HOST, port=port), cache_size, mvcc)
+
+    def _has_snapshot_reads(self) -> bool:
+        connection = _import("durus.connection").Connection
+        return "mvcc" in inspect.signature(connection).parameters
+
+    def reader_kind(self, mvcc: bool) -> str:
+        if mvcc and self._has_snapshot_reads():
+            return "snapshot reader (Connection(mvcc=True))"
+        return "classic reader (ReadConflictError when others commit)"
+
+    def conflict_errors(self) -> tuple[type[BaseException], ...]:
+        return (_import("durus.error").ConflictError,)
 
     def serve(self, path: str, port: int, *, fsync: bool | None) -> None:
         file_storage = _import("durus.file_storage").FileStorage

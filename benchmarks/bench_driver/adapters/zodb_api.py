@@ -116,7 +116,13 @@ class ZodbAdapter(Adapter):
     def session(self, storage: Any, *, cache_size: int = 100_000) -> ZodbSession:
         return ZodbSession(storage, cache_size)
 
-    def connect(self, port: int, *, cache_size: int = 100_000) -> ZodbSession:
+    def reader_kind(self, mvcc: bool) -> str:
+        return "snapshot reader (ZODB is always MVCC)"
+
+    def conflict_errors(self) -> tuple[type[BaseException], ...]:
+        return (_import("ZODB.POSException").ConflictError,)
+
+    def connect(self, port: int, *, cache_size: int = 100_000, mvcc: bool = False) -> ZodbSession:
         client_storage = _import("ZEO.ClientStorage").ClientStorage
         return ZodbSession(client_storage((HOST, port), wait=True), cache_size)
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from ..adapters.base import Adapter
 from ..protocol import ok
-from ..servers import HOST, driver_command, free_port, stop, wait_until_listening
-from .server_commits import READY, run_clients
+from ..servers import HOST, READY, driver_command, free_port, stop, wait_until_listening
+from .server_commits import run_clients
 
 REQUEST = b"x" * 100
 

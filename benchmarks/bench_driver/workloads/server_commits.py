@@ -8,16 +8,14 @@ last finish (monotonic clock, shared by every process on the machine).
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Any
 
 from ..adapters.base import Adapter, Session
 from ..common import DEFAULT_CACHE, percentile
 from ..protocol import ok
-from ..servers import child_outcome, driver_command, running_server, stop
+from ..servers import driver_command, run_together, running_server
 from .small_commits import resolve_fsync
 
-READY = "BENCH-READY"
 CLIENT_TIMEOUT = 900.0
 
 
@@ -39,32 +37,6 @@ def fill_slots(adapter: Adapter, session: Session, clients: int) -> None:
     session.commit()
 
 
-def _start_client(
-    system: str, target: list[str], slot: int, commits: int, scratch: str, action: str
-) -> tuple:
-    """Start one client process; it says READY on stdout and waits for a line on stdin."""
-    out_path = os.path.join(scratch, f"client-{slot}.json")
-    args = ["--system", system, *target, "--slot", str(slot)]
-    args += ["--commits", str(commits), "--out", out_path]
-    log_path = os.path.join(scratch, f"client-{slot}.log")
-    log = open(log_path, "wb")  # noqa: SIM115 -- closed by run() once the client is done
-    proc = subprocess.Popen(
-        driver_command(action, *args),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    return proc, out_path, log, log_path
-
-
-def _wait_ready(proc: subprocess.Popen) -> None:
-    for line in proc.stdout:
-        if line.strip() == READY:
-            return
-    proc.wait()
-
-
 def run_clients(
     system: str, target: list[str], clients: int, commits: int, scratch: str,
     action: str = "client-commits",
@@ -73,26 +45,14 @@ def run_clients(
     and return the figures: commits/s over the whole span, latency p50 and p99.
 
     ``action``: the driver action each client runs (``floor-client`` for commit_floor)."""
-    started = []
-    try:
-        started = [
-            _start_client(system, target, slot, commits, scratch, action)
-            for slot in range(clients)
-        ]
-        for proc, *_ in started:
-            _wait_ready(proc)
-        for proc, *_ in started:
-            if proc.poll() is None:
-                proc.stdin.write("go\n")
-                proc.stdin.close()
-        results = []
-        for proc, out_path, _, log_path in started:
-            proc.wait(timeout=CLIENT_TIMEOUT)
-            results.append(child_outcome(proc, out_path, "a commit client", log_path))
-    finally:
-        for proc, _, log, _ in started:
-            stop(proc)
-            log.close()
+    commands = []
+    for slot in range(clients):
+        out_path = os.path.join(scratch, f"client-{slot}.json")
+        args = ["--system", system, *target, "--slot", str(slot)]
+        args += ["--commits", str(commits), "--out", out_path]
+        commands.append((driver_command(action, *args), out_path,
+                         os.path.join(scratch, f"client-{slot}.log")))
+    results = run_together(commands, "a commit client", CLIENT_TIMEOUT)
     latencies = [x for r in results for x in r["latencies"]]
     span = max(r["end"] for r in results) - min(r["start"] for r in results)
     return {

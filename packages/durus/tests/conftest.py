@@ -60,20 +60,20 @@ class Db:
         """Can two connections commit to it at once (server, SQLite, PostgreSQL)?"""
         return self.kind.two_writers
 
-    def connect(self) -> Any:
+    def connect(self, **options: Any) -> Any:
         from durus.connection import Connection
 
         storage = self._open_storage()
         self.opened.append(storage)
-        return Connection(storage)
+        return Connection(storage, **options)
 
-    def reader(self) -> Any:
+    def reader(self, **options: Any) -> Any:
         """A connection for reading only, next to the writers (FileStorage: read-only)."""
         from durus.connection import Connection
 
         storage = self._open_reader()
         self.opened.append(storage)
-        return Connection(storage)
+        return Connection(storage, **options)
 
     def place(self, connection: Any) -> Any:
         root = connection.get_root()
