@@ -213,3 +213,25 @@ def test_commit_moves_the_snapshot_without_a_round_trip(start_server):
     assert snapshot_writer.get_root()["item1"]["value"] == 0  # as of its own commit
     snapshot_writer.abort()
     assert snapshot_writer.get_root()["item1"]["value"] == 7
+
+
+def test_history_is_kept_only_while_a_snapshot_needs_it(start_server):
+    server = start_server()
+    writer = server.connection()
+    _fill(writer)
+    stats = writer.get_storage().get_server_stats
+    reader = Connection(server.client(), mvcc=True)
+    _change_all(writer, 1)
+    assert stats()["snapshot_history_bytes"] > 0  # the reader's snapshot predates it
+    reader.abort()  # a new snapshot: nothing older is needed
+    assert stats()["snapshot_history_bytes"] == 0
+    _change_all(writer, 2)
+    assert stats()["snapshot_history_bytes"] > 0
+    reader.get_storage().close()
+    deadline = time.monotonic() + 30
+    while stats()["snapshot_clients"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert stats()["snapshot_history_bytes"] == 0
+    _change_all(writer, 3)  # no snapshot open: nothing is kept
+    assert stats()["snapshot_history_bytes"] == 0

@@ -11,11 +11,11 @@ change what the reader sees either, or must say the snapshot expired.
 
 from __future__ import annotations
 
+import graph_strategies as gs
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
-import graph_strategies as gs
 from durus.error import SnapshotExpiredError
 from durus.persistent_dict import PersistentDict
 from durus.persistent_list import PersistentList

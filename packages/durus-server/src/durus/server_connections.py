@@ -170,6 +170,9 @@ class ClientConnections(ServerBase):
         client.invalid = set()
         client.out.clear()
         client.producer = None
+        if client.snapshot is not None:
+            client.snapshot = None
+            self._prune_history()  # what only its snapshot needed can go
         client.inbuf = bytearray()
 
     def _check_timeouts(self, now: float) -> None:
