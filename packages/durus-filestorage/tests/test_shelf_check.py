@@ -75,3 +75,24 @@ def test_other_formats_give_only_their_name_and_release_the_file(tmp_path):
         scan.close()
     if before is not None:
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_last_transactions_lists_the_newest_first_with_their_oids(tmp_path):
+    from durus.persistent_dict import PersistentDict
+    from durus.shelf_check import last_transactions
+
+    path = tmp_path / "t.durus"
+    connection = Connection(FileStorage(str(path)))
+    root = connection.get_root()
+    for n in range(4):
+        root[n] = PersistentDict(n=n)
+        connection.commit()
+    oids = [int.from_bytes(root[n]._p_oid, "big") for n in range(4)]
+    connection.get_storage().close()
+    found = last_transactions(str(path), 3)
+    assert [sorted(written) for _number, written in found] == [
+        sorted([0, oids[3]]), sorted([0, oids[2]]), sorted([0, oids[1]])]
+    numbers = [number for number, _written in found]
+    assert numbers == sorted(numbers, reverse=True) and len(set(numbers)) == 3
+    (tmp_path / "foreign").write_bytes(b"not a shelf at all" * 10)
+    assert last_transactions(str(tmp_path / "foreign"), 3) == []

@@ -2,7 +2,8 @@
 
 ``durus -s`` runs a storage server, ``durus -c`` opens an interactive console,
 ``durus -p`` packs; ``durus info|verify|census|convert|recover|pack`` inspect
-and maintain database files.  Durus 4.3's importable helpers keep their names here.
+and maintain database files, and ``durus browse`` shows one in a web browser.
+Durus 4.3's importable helpers keep their names here.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ Tools for database files:
   recover BAD NEW  copy every object still readable in a damaged file into a
                    new SHELF-1 file; report what was lost
   pack FILE        pack a file (same as -p --file FILE)
+  browse TARGET    look inside a database (a file, a storage URL or, with
+                   --server-port/--address, a server) in a web browser, read-only
 
   --version        versions of the installed Durus distributions
 """
@@ -79,6 +82,7 @@ def usage(stream: IO[str] | None = None) -> None:
 
 def _tools() -> dict[str, Callable[[Sequence[str] | None], int]]:
     from durus.cli_admin import census_main, info_main, verify_main
+    from durus.cli_browse import browse_main
     from durus.cli_convert import convert_main
     from durus.cli_pack import pack_main
     from durus.cli_recover import recover_main
@@ -93,6 +97,7 @@ def _tools() -> dict[str, Callable[[Sequence[str] | None], int]]:
         "convert": convert_main,
         "recover": recover_main,
         "pack": pack_main,
+        "browse": browse_main,
     }
 
 

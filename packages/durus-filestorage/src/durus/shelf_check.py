@@ -57,6 +57,7 @@ __all__ = [
     "Finding",
     "ScanResult",
     "StorageScan",
+    "last_transactions",
     "scan_file",
     "scan_storage",
     "write_salvaged_shelf",
@@ -148,6 +149,43 @@ def _incomplete_tail(result: _FileScan, problem: ScanProblem) -> None:
         "crash); it is not part of the database",
         problem.offset,
     )
+
+
+def last_transactions(path: str, count: int) -> list[tuple[int, list[int]]]:
+    """The last ``count`` transactions of a SHELF-1 file, newest first: their number
+    (1 is the oldest kept) and the oid numbers each wrote.  Read-only; a damaged
+    or foreign file gives what could be walked (maybe nothing)."""
+    from collections import deque
+
+    found: deque[tuple[int, list[int]]] = deque(maxlen=max(0, count))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        if size < len(EMPTY_SHELF) or pread_exact(fd, len(PREFIX), 0) != PREFIX:
+            return []
+        initial_length = INT8.unpack(pread_exact(fd, 8, len(PREFIX)))[0]
+        start = FIRST_ITEM + initial_length
+        if start + MAP_HEADER_SIZE > size:
+            return []
+        numbered = [0]
+
+        def add(_start: int, _end: int, flat: list[int]) -> None:
+            numbered[0] += 1
+            found.append((numbered[0], flat[0::2]))
+
+        if initial_length:  # the objects a pack wrote, counted as scan_file counts them
+            walk_transactions(fd, len(PREFIX), start, add)
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as buffer:
+            try:
+                end = OffsetMapView(buffer, start).end
+            except ValueError:
+                return list(reversed(found))
+        walk_transactions(fd, end, size, add)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return list(reversed(found))
 
 
 def _scan_shelf(result: _FileScan) -> None:
