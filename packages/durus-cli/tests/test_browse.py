@@ -352,3 +352,21 @@ def test_screenshots_of_an_object_page_and_the_census(browse, database, tmp_path
         headless(f"--screenshot={target}", "--window-size=1100,760", browse.url + path)
         data = target.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+
+
+def test_a_file_written_by_durus_4_3(tmp_path):
+    from durus_cli_testing import copy_fixture
+
+    path = copy_fixture("durus43-unpacked.durus", tmp_path)
+    before = path.read_bytes()
+    running = start_browse(str(path))  # its classes (fixture_classes) are not importable here
+    try:
+        status, body, _headers = running.get("/")
+        assert status == 200 and "PersistentDict 0" in body
+        status, body, _headers = running.get("/census")
+        assert status == 200 and "<svg" in body
+        for oid in re.findall(r"href='/oid/(\d+)'", running.get("/")[1])[:10]:
+            assert running.get(f"/oid/{oid}")[0] == 200
+    finally:
+        assert "Traceback" not in stop_browse(running)
+    assert path.read_bytes() == before
