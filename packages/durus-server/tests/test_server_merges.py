@@ -143,3 +143,23 @@ def _example_server(start_server):
         _servers.clear()
         server = _servers[id(start_server)] = start_server(storage="memory")
     return server
+
+
+def test_approving_a_review_that_names_what_it_writes_is_refused(start_server):
+    """A client that ignores its review (no handler: it approves everything) cannot
+    overwrite a commit it was told about, merging client or not."""
+    from durus.error import WriteConflictError
+
+    server = start_server()
+    first, second = _pair(server, hits=Counter())
+    oid = second.get_root()["hits"]._p_oid
+    first.get_root()["hits"].change(1)
+    first.commit()
+    storage = second.get_storage()
+    assert storage._use_merging  # a Y commit: reviews carry records
+    storage.begin()
+    storage.store(oid, storage.load(oid))  # the stale record, written back blindly
+    with pytest.raises(WriteConflictError):
+        storage.end(None)
+    first.abort()
+    assert first.get_root()["hits"].value == 1
