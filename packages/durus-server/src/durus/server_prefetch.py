@@ -1,7 +1,10 @@
 """Load prefetching (``F``): a record plus those the client will probably want next.
 
 Sending the records a record refers to, and the following oids during a
-sequential scan, saves round trips; budgets keep a random load cheap.
+sequential scan, saves round trips; budgets keep a random load cheap.  Records
+sent recently are not sent again, unless the client asks for one of them: its
+cache lets records go sooner than that guess assumed.  A snapshot client is
+sent records changed since its snapshot in their snapshot version.
 """
 
 from __future__ import annotations
@@ -51,7 +54,10 @@ class Prefetching(ServerBase):
         client.ra_end = n + window
         client.ra_window = window
         sent = client.sent_recently
+        if oid in sent:
+            sent.clear()  # it asks again for what it was sent: it did not keep it
         invalid = client.invalid
+        snapshot = client.snapshot
         load = self.storage.load
         parts = [reply]
         extra = []
@@ -61,11 +67,16 @@ class Prefetching(ServerBase):
         # what those refer to, until the record or byte budget is spent.
         while candidates:
             candidate = candidates.popleft()
-            if candidate in sent or candidate in invalid or candidate == oid:
+            if candidate in sent or candidate == oid:
                 continue
             try:
-                other = load(candidate)
-            except Exception:
+                if candidate not in invalid:
+                    other = load(candidate)
+                elif snapshot is not None:
+                    other = self._snapshot_record(client, candidate)
+                else:
+                    continue  # changed since the client's last list: it must sync first
+            except Exception:  # missing, or gone from the history: the load will say
                 continue
             if len(candidates) < limit:
                 add_refs(candidates, other, limit - len(candidates))
