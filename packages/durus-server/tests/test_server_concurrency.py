@@ -249,3 +249,34 @@ def test_prefetched_records_are_never_stale_after_a_sync(start_server):
     writer.commit()
     reader.abort()  # the sync names every item: their buffered records go
     assert [item["n"] for item in reader.get_root()["items"]] == [-1] * 50
+
+
+@pytest.mark.parametrize("mvcc", [False, True])
+def test_a_reader_gets_reloaded_records_sent_ahead(start_server, mvcc):
+    """Records a reader must load again (changed by others) come in batches, not one
+    round trip each: the server does not hold back what it sent before, and a
+    snapshot reader is sent them in its snapshot's version."""
+    from durus.connection import Connection
+
+    server = start_server(storage="memory")
+    writer = server.connection()
+    writer.get_root()["items"] = PersistentList([PersistentDict(n=i) for i in range(200)])
+    writer.commit()
+
+    def bump():
+        writer.abort()
+        for item in writer.get_root()["items"]:
+            item["n"] += 1000
+        writer.commit()
+
+    reader = Connection(server.client(), mvcc=mvcc)
+    stats = reader.get_storage().get_server_stats
+    assert sum(item["n"] for item in reader.get_root()["items"]) == sum(range(200))
+    bump()
+    reader.abort()  # every item was changed: all are ghosts now
+    if mvcc:
+        bump()  # changed again after the new snapshot: it reads the previous version
+    before = stats()["load_requests"]
+    total = sum(item["n"] for item in reader.get_root()["items"])
+    assert total == sum(range(200)) + 200 * 1000
+    assert stats()["load_requests"] - before < 30  # not one request per item
