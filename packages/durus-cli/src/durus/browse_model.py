@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from durus.browse_records import Decoded, Ref, Unimported, decode_record
+from durus.browse_records import Decoded, Ref, decode_record
 from durus.serialize import extract_class_name, split_oids, unpack_record
 from durus.utils import int8_to_str
 
@@ -99,8 +99,8 @@ def state_fields(decoded: Decoded) -> list[tuple[str, Any]]:
 def iterate_btree(browser: Browser, tree: Decoded, start_key: Any = None) -> Iterator[tuple]:
     """The ``(key, value)`` items of a BTree record in key order, from ``start_key``.
 
-    Nodes are loaded as the walk reaches them; a node that cannot be read
-    ends the walk (the page says so).
+    Nodes are loaded as the walk reaches them; one that cannot be read
+    raises ``LookupError`` (the page says so).
     """
     fields = dict(state_fields(tree))
     root = fields.get("root")
@@ -136,6 +136,3 @@ def _less(a: Any, b: Any) -> bool:
     except TypeError:  # a key of another type than the one asked for
         return str(a) < str(b)
 
-
-def is_unimported(value: Any) -> bool:
-    return isinstance(value, Unimported)

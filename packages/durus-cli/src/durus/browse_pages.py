@@ -90,14 +90,18 @@ def _container(kind: str, count: int, entries: list[tuple[Any, Any]], depth: int
                keyed: bool = False) -> str:
     if depth >= DEPTH:
         return f"<span class='value'>{text(kind)} of {count}</span>"
-    shown = entries[:SHOWN]
-    rows = "".join(
-        f"<tr><td>{render(key, depth + 1) if keyed else text(key)}</td>"
-        f"<td>{render(value, depth + 1)}</td></tr>" for key, value in shown)
+    rows = _rows(entries[:SHOWN], keyed, depth + 1)
     more = f"<p>... {count - SHOWN} more</p>" if count > SHOWN else ""
     return (f"<details{' open' if depth == 0 and count <= 20 else ''}><summary>{text(kind)}"
             f" ({count} {'entry' if count == 1 else 'entries'})</summary>"
             f"<table>{rows}</table>{more}</details>")
+
+
+def _rows(entries: list[tuple[Any, Any]], keyed: bool, depth: int) -> str:
+    """Table rows of ``(key or index, value)`` entries (keys rendered as values)."""
+    return "".join(
+        f"<tr><td>{render(key, depth) if keyed else text(key)}</td>"
+        f"<td>{render(value, depth)}</td></tr>" for key, value in entries)
 
 
 def _table(fields: list[tuple[Any, Any]], depth: int = 0) -> str:
@@ -109,9 +113,7 @@ def _table(fields: list[tuple[Any, Any]], depth: int = 0) -> str:
 def _pager(entries: list[tuple[Any, Any]], page: int, base: str, keyed: bool) -> str:
     start = page * PAGE
     shown = entries[start:start + PAGE]
-    rows = "".join(
-        f"<tr><td>{render(key, 1) if keyed else text(key)}</td><td>{render(value, 1)}</td></tr>"
-        for key, value in shown)
+    rows = _rows(shown, keyed, 1)
     links = [f"<a href='{base}?page=0'>first</a>"]
     if start + PAGE < len(entries):
         links.append(f"<a href='{base}?page={page + 1}' rel='next'>next</a>")
@@ -178,8 +180,7 @@ def _btree(browser: Browser, tree: Decoded, base: str, page: int, key_text: str 
         chunk = list(itertools.islice(items, PAGE + 1))
     except LookupError as error:
         return f"<p class='broken'>{text(error)}</p>"
-    rows = "".join(f"<tr><td>{render(k, 1)}</td><td>{render(v, 1)}</td></tr>"
-                   for k, v in chunk[:PAGE])
+    rows = _rows(chunk[:PAGE], True, 1)
     links = [f"<a href='{base}?page=0'>first</a>"]
     if len(chunk) > PAGE:
         if start_key is None:

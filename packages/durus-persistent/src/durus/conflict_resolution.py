@@ -120,23 +120,30 @@ class ConflictResolver:
         merged too, anything else raises the conflict.
         """
         connection = self.connection
-        reader = connection.reader
         todo = list(dict.fromkeys(oids))
         while todo:
             oid = todo.pop()
-            obj = connection.changed[oid]
             saved_data, reported = connection._current_data(oid, self.originals[oid])
             todo.extend(o for o in reported if o not in todo and o != oid)
-            old_state = reader.get_state(self.originals[oid])
-            saved_state = reader.get_state(saved_data)
-            cls = type(obj)
-            new_state = cls.__getstate__(obj)
-            merged = obj._p_resolve_conflict(old_state, saved_state, new_state)
-            if merged is None:
-                raise ConflictError([oid])
-            cls.__setstate__(obj, merged)
-            self.originals[oid] = saved_data
-            connection.invalid_oids.discard(oid)
+            self._adopt(oid, self._merged_state(oid, saved_data), saved_data)
+
+    def _merged_state(self, oid: bytes, saved_data: bytes) -> Any:
+        """What the resolver of changed object ``oid`` makes of the committed data."""
+        obj = self.connection.changed[oid]
+        reader = self.connection.reader
+        merged = obj._p_resolve_conflict(
+            reader.get_state(self.originals[oid]), reader.get_state(saved_data),
+            type(obj).__getstate__(obj))
+        if merged is None:
+            raise ConflictError([oid])
+        return merged
+
+    def _adopt(self, oid: bytes, merged: Any, saved_data: bytes) -> None:
+        """``oid`` takes the merged state; ``saved_data`` is its new starting point."""
+        obj = self.connection.changed[oid]
+        type(obj).__setstate__(obj, merged)
+        self.originals[oid] = saved_data
+        self.connection.invalid_oids.discard(oid)
 
     def merge_now(self, current: dict[bytes, bytes]) -> dict[bytes, bytes] | None:
         """Merge with ``current`` (oid -> committed data); the merged records.
@@ -145,24 +152,14 @@ class ConflictResolver:
         it needs the general commit path.  The objects keep the merged state;
         the commit's ``committed()`` makes it their new starting point.
         """
-        connection = self.connection
-        reader = connection.reader
-        writer = ObjectWriter(connection)  # the commit's own is in use
+        writer = ObjectWriter(self.connection)  # the commit's own is in use
         records: dict[bytes, bytes] = {}
         for oid, saved_data in current.items():
-            obj = connection.changed[oid]
-            cls = type(obj)
-            merged = obj._p_resolve_conflict(
-                reader.get_state(self.originals[oid]), reader.get_state(saved_data),
-                cls.__getstate__(obj))
-            if merged is None:
-                raise ConflictError([oid])
+            merged = self._merged_state(oid, saved_data)
             if _refers_to_new_objects(merged):
                 return None
-            cls.__setstate__(obj, merged)
-            self.originals[oid] = saved_data
-            connection.invalid_oids.discard(oid)
-            data, refs = writer.get_state(obj)
+            self._adopt(oid, merged, saved_data)
+            data, refs = writer.get_state(self.connection.changed[oid])
             records[oid] = pack_record(oid, data, refs)
             self.merged_data[oid] = data
         return records

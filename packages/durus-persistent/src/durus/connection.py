@@ -242,17 +242,15 @@ class Connection(ConnectionBase):
             raise ReadConflictError([oid])
         if self.mvcc:
             record = self.storage.load(oid)
-            if record[:8] != oid:
-                raise DurusError(f"storage returned the record of oid {record[:8]!r} for {oid!r}")
-            return record
-        for _attempt in range(_LOAD_SYNCS):
-            try:
-                record = self.storage.load(oid)
-                break
-            except ReadConflictError:
-                self._handle_invalidations(self.storage.sync(), read_oid=oid)
         else:
-            record = self.storage.load(oid)
+            for _attempt in range(_LOAD_SYNCS):
+                try:
+                    record = self.storage.load(oid)
+                    break
+                except ReadConflictError:
+                    self._handle_invalidations(self.storage.sync(), read_oid=oid)
+            else:
+                record = self.storage.load(oid)
         if record[:8] != oid:
             raise DurusError(f"storage returned the record of oid {record[:8]!r} for {oid!r}")
         return record
