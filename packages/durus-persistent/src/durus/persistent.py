@@ -190,6 +190,8 @@ _connection_of = PersistentBase.__dict__["_p_connection"].__get__
 # class that cannot switch.
 _COLD, _HOT_CLEAN, _HOT_DIRTY, _COLD_DIRTY = range(4)
 _families: dict[type, tuple[type, type, type, type] | None] = {}
+# Every variant (both paths) -> the application's class it stands in for.
+_real_classes: dict[type, type] = {}
 _UNKNOWN: Any = object()
 _variant_metas: dict[type, type] = {}
 
@@ -210,8 +212,14 @@ def _variant_meta(meta: type) -> type:
 
 
 def _can_switch(cls: type) -> bool:
-    if _accel is not None:
-        return False  # the C base tracks every access without switching
+    """Whether variants may stand in for ``cls`` (on either path).
+
+    Not for a class that asks to keep its class (``_p_keep_class = True``),
+    nor for one that defines its own ``__getattribute__``, ``__setattr__`` or
+    ``__delattr__``: those keep full tracking on every access.
+    """
+    if getattr(cls, "_p_keep_class", False):
+        return False
     for klass in cls.__mro__:
         if klass is PersistentObject:
             return True
@@ -221,32 +229,58 @@ def _can_switch(cls: type) -> bool:
     return False
 
 
+def _variant(cls: type, tracked_reads: bool, tracked_writes: bool) -> type:
+    """A subclass of ``cls`` adding no slots that passes for ``cls``."""
+    namespace: dict[str, Any] = {
+        "__slots__": (),
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+        "__class__": property(lambda self: cls, _set_class),
+        "_p_real_class": cls,
+    }
+    if not tracked_reads:
+        namespace["__getattribute__"] = object.__getattribute__
+    if not tracked_writes:
+        namespace["__setattr__"] = object.__setattr__
+        namespace["__delattr__"] = object.__delattr__
+    variant: type = _variant_meta(type(cls))(cls.__name__, (cls,), namespace)
+    _real_classes[variant] = cls
+    return variant
+
+
 def _make_family(cls: type) -> tuple[type, type, type, type] | None:
-    if not _can_switch(cls):
+    if _accel is not None or not _can_switch(cls):  # C: _make_hot_variant
         _families[cls] = None
         return None
-    meta = _variant_meta(type(cls))
-
-    def variant(tracked_reads: bool, tracked_writes: bool) -> type:
-        namespace: dict[str, Any] = {
-            "__slots__": (),
-            "__module__": cls.__module__,
-            "__qualname__": cls.__qualname__,
-            "__doc__": cls.__doc__,
-            "__class__": property(lambda self: cls, _set_class),
-            "_p_real_class": cls,
-        }
-        if not tracked_reads:
-            namespace["__getattribute__"] = object.__getattribute__
-        if not tracked_writes:
-            namespace["__setattr__"] = object.__setattr__
-            namespace["__delattr__"] = object.__delattr__
-        return meta(cls.__name__, (cls,), namespace)
-
-    family = (cls, variant(False, True), variant(False, False), variant(True, False))
+    try:
+        family = (
+            cls,
+            _variant(cls, False, True),
+            _variant(cls, False, False),
+            _variant(cls, True, False),
+        )
+    except Exception:  # a metaclass or __init_subclass__ that refuses: no variants
+        _families[cls] = None
+        return None
     for klass in family:
         _families[klass] = family
     return family
+
+
+def _make_hot_variant(cls: type) -> type | None:
+    """The accelerator's hook: the class ``cls``'s objects run as after a first touch.
+
+    Its reads skip the tracking; writes keep it (PersistentBase's setattro).
+    The accelerator calls this once per class, checks the layout, and
+    switches objects to it and back itself (``_accel_variants.c``).
+    """
+    if not _can_switch(cls):
+        return None
+    try:
+        return _variant(cls, False, True)
+    except Exception:  # a metaclass or __init_subclass__ that refuses: no variant
+        return None
 
 
 def _family_of(cls: type) -> tuple[type, type, type, type] | None:
@@ -263,10 +297,7 @@ def _family_of(cls: type) -> tuple[type, type, type, type] | None:
 def real_class(obj: object) -> type:
     """The application's class of ``obj``, whatever variant it runs as."""
     cls = type(obj)
-    family = _families.get(cls)
-    if family is None:
-        return cls
-    return family[_COLD]
+    return _real_classes.get(cls, cls)
 
 
 def _new_ghost(cls: Any, oid: bytes | None, connection: Any) -> Any:
@@ -521,6 +552,7 @@ def _load_ghost(obj: Any) -> None:
 
 if _accel is not None:
     _accel.set_load_hook(_load_ghost)
+    _accel.set_variant_hook(_make_hot_variant)
 
 
 def mark_stored(objects: list[Any]) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zlib import compress, decompress
 from zlib import error as zlib_error
 
-from durus.persistent import PersistentBase, _families, new_ghost, real_class
+from durus.persistent import PersistentBase, _real_classes, new_ghost, real_class
 
 _oid_of = PersistentBase.__dict__["_p_oid"].__get__
 _set_oid = PersistentBase.__dict__["_p_oid"].__set__
@@ -166,8 +166,7 @@ class _RecordPickler(Pickler):
             raise ValueError(f"Reference to {obj!r} has a different connection.")
         self.writer.refs.add(oid)
         cls = type(obj)
-        family = _families.get(cls)
-        return oid, cls if family is None else family[0]
+        return oid, _real_classes.get(cls, cls)
 
 
 class _RecordUnpickler(Unpickler):
