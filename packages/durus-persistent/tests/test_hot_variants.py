@@ -269,7 +269,8 @@ def test_switched_objects_are_released_when_the_transaction_ends():
         connection.abort()
     # Without the end of each transaction dropping its switched objects,
     # every count would be 50 higher.
-    assert all(now <= then for now, then in zip(map(sys.getrefcount, objects), baseline, strict=True))
+    counts = [sys.getrefcount(obj) for obj in objects]
+    assert all(now <= then for now, then in zip(counts, baseline, strict=True))
     del obj, objects
     root.clear()
     connection.commit()
