@@ -29,7 +29,6 @@ SOURCES = (
     Path("src/durus/_persistent_accel.c"),
     Path("src/durus/_accel_recent.c"),
     Path("src/durus/_accel_btree.c"),
-    Path("src/durus/_accel_variants.c"),
 )
 MODULE = "_persistent_accel"
 

@@ -32,8 +32,6 @@ typedef struct {
     PyObject_HEAD
     long long serial;
     RecentObject *recent;
-    /* The objects switched to a hot variant in this transaction (a list). */
-    PyObject *hot;
     /* Whether the class keeps ConnectionBase.note_access (set when made):
      * only then do first touches skip the method call. */
     int own_note_access;
@@ -89,15 +87,6 @@ conn_note_access(ConnObject *conn, PBObject *obj)
     }
 }
 
-/* After a first touch: reads untracked for the rest of the transaction, for
- * a connection whose recent objects hold what it touched (without them, the
- * list of switched objects would keep alive what nothing else does). */
-static inline int
-conn_heat(ConnObject *conn, PBObject *obj)
-{
-    return conn->recent == NULL ? 0 : accel_heat(conn->hot, obj);
-}
-
 static PyObject *base_note_access = NULL;  /* ConnectionBase.__dict__["note_access"] */
 
 static PyObject *
@@ -106,11 +95,6 @@ conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     ConnObject *self = (ConnObject *)type->tp_alloc(type, 0);
     if (self != NULL) {
         self->serial = 1;
-        self->hot = PyList_New(0);
-        if (self->hot == NULL) {
-            Py_DECREF(self);
-            return NULL;
-        }
         /* A subclass with its own note_access gets it called, as on the pure path. */
         self->own_note_access = _PyType_Lookup(type, str_note_access) != base_note_access;
     }
@@ -136,9 +120,6 @@ conn_py_note_access(ConnObject *self, PyObject *op)
         return NULL;
     }
     conn_note_access(self, obj);
-    if (conn_heat(self, obj) < 0) {
-        return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -158,10 +139,6 @@ conn_set_serial(ConnObject *self, PyObject *value, void *closure)
     }
     serial = PyLong_AsLongLong(value);
     if (serial == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    /* The objects read untracked in this transaction must be tracked again. */
-    if (serial != self->serial && accel_cool_all(self->hot) < 0) {
         return -1;
     }
     self->serial = serial;
@@ -197,7 +174,6 @@ static int
 conn_traverse(ConnObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->recent);
-    Py_VISIT(self->hot);
     return 0;
 }
 
@@ -205,11 +181,6 @@ static int
 conn_clear(ConnObject *self)
 {
     Py_CLEAR(self->recent);
-    if (self->hot != NULL) {
-        accel_cool_all(self->hot);
-        PyErr_Clear();
-        Py_CLEAR(self->hot);
-    }
     return 0;
 }
 
@@ -351,7 +322,6 @@ pb_touch(PBObject *self)
     }
     if (notes_in_c(connection)) {
         conn_note_access((ConnObject *)connection, self);
-        result = conn_heat((ConnObject *)connection, self);
     }
     else {
         PyObject *noted = PyObject_CallMethodOneArg(connection, str_note_access, (PyObject *)self);
@@ -378,9 +348,6 @@ pb_getattro(PBObject *self, PyObject *name)
             /* The usual first touch: no load, so no code runs that could
              * drop self or its connection, and no references are needed. */
             conn_note_access((ConnObject *)connection, self);
-            if (conn_heat((ConnObject *)connection, self) < 0) {
-                return NULL;
-            }
         }
         else if (pb_touch(self) < 0) {
             return NULL;
@@ -435,9 +402,10 @@ pb_dealloc(PBObject *self)
 static PyMemberDef pb_members[] = {
     {"_p_connection", T_OBJECT_EX, offsetof(PBObject, connection), 0, NULL},
     {"_p_oid", T_OBJECT_EX, offsetof(PBObject, oid), 0, NULL},
+    {"_p_serial", T_LONGLONG, offsetof(PBObject, serial), 0, NULL},
+    {"_p_status", T_INT, offsetof(PBObject, status), 0, NULL},
     {NULL}
 };
-
 
 PyTypeObject PBType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -452,7 +420,6 @@ PyTypeObject PBType = {
     .tp_getattro = (getattrofunc)pb_getattro,
     .tp_setattro = (setattrofunc)pb_setattro,
     .tp_members = pb_members,
-    .tp_getset = accel_pb_getset,
 };
 
 /* -- module functions ------------------------------------------------------------ */
@@ -707,7 +674,7 @@ PyInit__persistent_accel(void)
         || PyModule_AddObject(module, "ConnectionBase", (PyObject *)&ConnType) < 0
         || PyModule_AddObject(module, "RecentObjects", (PyObject *)&RecentType) < 0
         || PyModule_AddIntConstant(module, "GHOST", GHOST) < 0
-        || accel_btree_add(module) < 0 || accel_variants_add(module) < 0) {
+        || accel_btree_add(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

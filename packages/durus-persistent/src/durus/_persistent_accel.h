@@ -45,17 +45,6 @@ PBObject *accel_as_pb(PyObject *op);
 /* Adds the BTree functions (_accel_btree.c) to the module; -1 on error. */
 int accel_btree_add(PyObject *module);
 
-/* Hot variants (_accel_variants.c).  accel_heat: after a first touch, switch
- * obj to its class's hot variant and append it to the list hot (NULL: no
- * switching); -1 on error.  accel_cool: back to its own class if it runs as
- * a variant.  accel_cool_all: every object of hot, then empty the list. */
-int accel_heat(PyObject *hot, PBObject *obj);
-void accel_cool(PBObject *obj);
-int accel_cool_all(PyObject *hot);
-int accel_variants_add(PyObject *module);
-/* PersistentBase's _p_serial and _p_status, whose setters may cool. */
-extern PyGetSetDef accel_pb_getset[];
-
 /* -- the recent-objects list ------------------------------------------------ */
 
 static inline void

@@ -212,13 +212,14 @@ def _variant_meta(meta: type) -> type:
 
 
 def _can_switch(cls: type) -> bool:
-    """Whether variants may stand in for ``cls`` (on either path).
+    """Whether the pure path's variants may stand in for ``cls``.
 
-    Not for a class that asks to keep its class (``_p_keep_class = True``),
-    nor for one that defines its own ``__getattribute__``, ``__setattr__`` or
+    Not on the C path (its base tracks every access without switching), not
+    for a class that asks to keep its class (``_p_keep_class = True``), nor
+    for one that defines its own ``__getattribute__``, ``__setattr__`` or
     ``__delattr__``: those keep full tracking on every access.
     """
-    if getattr(cls, "_p_keep_class", False):
+    if _accel is not None or getattr(cls, "_p_keep_class", False):
         return False
     for klass in cls.__mro__:
         if klass is PersistentObject:
@@ -250,7 +251,7 @@ def _variant(cls: type, tracked_reads: bool, tracked_writes: bool) -> type:
 
 
 def _make_family(cls: type) -> tuple[type, type, type, type] | None:
-    if _accel is not None or not _can_switch(cls):  # C: _make_hot_variant
+    if not _can_switch(cls):
         _families[cls] = None
         return None
     try:
@@ -266,21 +267,6 @@ def _make_family(cls: type) -> tuple[type, type, type, type] | None:
     for klass in family:
         _families[klass] = family
     return family
-
-
-def _make_hot_variant(cls: type) -> type | None:
-    """The accelerator's hook: the class ``cls``'s objects run as after a first touch.
-
-    Its reads skip the tracking; writes keep it (PersistentBase's setattro).
-    The accelerator calls this once per class, checks the layout, and
-    switches objects to it and back itself (``_accel_variants.c``).
-    """
-    if not _can_switch(cls):
-        return None
-    try:
-        return _variant(cls, False, True)
-    except Exception:  # a metaclass or __init_subclass__ that refuses: no variant
-        return None
 
 
 def _family_of(cls: type) -> tuple[type, type, type, type] | None:
@@ -552,7 +538,6 @@ def _load_ghost(obj: Any) -> None:
 
 if _accel is not None:
     _accel.set_load_hook(_load_ghost)
-    _accel.set_variant_hook(_make_hot_variant)
 
 
 def mark_stored(objects: list[Any]) -> None:
